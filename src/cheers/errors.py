@@ -1,0 +1,27 @@
+"""Exceptions raised by cheers.
+
+Every error names the problem and how to fix it. They all derive from :class:`CheersError`
+(itself a ``ValueError``), so callers can catch one type.
+"""
+
+from __future__ import annotations
+
+
+class CheersError(ValueError):
+    """Base class of every error cheers raises on bad input."""
+
+
+class ConfigError(CheersError):
+    """A configuration is malformed or breaks a coupling the architecture relies on."""
+
+
+class CheckpointError(CheersError):
+    """A model folder or weight file is missing, unreadable or does not match the config."""
+
+
+class ImageError(CheersError):
+    """An image cannot be read or converted to RGB."""
+
+
+class PromptError(CheersError):
+    """A prompt is malformed or longer than the model's context."""
