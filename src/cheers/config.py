@@ -1,0 +1,360 @@
+"""Model configuration: dataclasses that read and write the released ``config.json``.
+
+The released file names only some fields; every other field takes the reference's default
+(spec §11). :func:`CheersConfig.official` is the released model, :func:`CheersConfig.tiny` a
+small model with the same architecture for tests and CPU training.
+
+Couplings the architecture relies on are *derived* (see the properties of
+:class:`CheersConfig`) and checked by :meth:`CheersConfig.validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cheers.errors import ConfigError
+
+
+@dataclass
+class VAEConfig:
+    """One half (encoder or decoder) of the FLUX-style convolutional autoencoder."""
+
+    resolution: int = 512
+    in_channels: int = 3
+    out_ch: int = 3
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    z_channels: int = 32
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+
+@dataclass
+class VisionConfig:
+    """SigLIP2-style ViT (the semantic encoder)."""
+
+    hidden_size: int = 1152
+    intermediate_size: int = 4304
+    num_hidden_layers: int = 27
+    num_attention_heads: int = 16
+    num_channels: int = 3
+    image_size: int = 512
+    patch_size: int = 16
+    hidden_act: str = "gelu_pytorch_tanh"
+    layer_norm_eps: float = 1e-6
+    attention_dropout: float = 0.0
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+
+@dataclass
+class TextConfig:
+    """Qwen2 decoder (the language model)."""
+
+    vocab_size: int = 151936
+    hidden_size: int = 1536
+    intermediate_size: int = 8960
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 12
+    num_key_value_heads: int = 2
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 32768
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    use_cache: bool = True
+    tie_word_embeddings: bool = True
+    rope_theta: float = 1_000_000.0
+    rope_scaling: dict[str, Any] | None = None
+    use_sliding_window: bool = False
+    sliding_window: int = 32768
+    max_window_layers: int = 21
+    attention_dropout: float = 0.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+# Keys of the released config.json and the dataclass each maps to.
+_SUB_CONFIGS: dict[str, type] = {
+    "vae_encoder_config": VAEConfig,
+    "vae_decoder_config": VAEConfig,
+    "vision_representation_config": VisionConfig,
+    "text_config": TextConfig,
+}
+# Fixed in the reference code (not in its config); written to config.json only when changed.
+_HEAD_DEFAULTS = {"semantic_head_layers": 7, "detail_head_layers": 3}
+# Fields of the released file that describe the HF packaging, kept verbatim on a round trip.
+_RELEASE_METADATA: dict[str, Any] = {
+    "architectures": ["Cheers"],
+    "auto_map": {
+        "AutoConfig": "configuration_umm.UMMConfig",
+        "AutoModel": "modeling_umm.UMMModel",
+        "AutoModelForCausalLM": "modeling_umm.Cheers",
+    },
+    "model_type": "umm",
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.51.3",
+}
+
+
+@dataclass
+class CheersConfig:
+    """The whole model. Field names follow the released ``config.json``."""
+
+    vae_encoder_config: VAEConfig = field(default_factory=VAEConfig)
+    vae_decoder_config: VAEConfig = field(default_factory=VAEConfig)
+    vision_representation_config: VisionConfig = field(default_factory=VisionConfig)
+    text_config: TextConfig = field(default_factory=TextConfig)
+    semantic_head_layers: int = 7
+    detail_head_layers: int = 3
+    # Fields of the file we do not interpret (architectures, auto_map, torch_dtype, ...).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- presets
+    @classmethod
+    def official(cls) -> CheersConfig:
+        """The released ``ai9stars/Cheers`` model (2.57 B parameters)."""
+        return cls(
+            vae_encoder_config=VAEConfig(resolution=512),
+            vae_decoder_config=VAEConfig(resolution=512),
+            vision_representation_config=VisionConfig(),
+            text_config=TextConfig(),
+            extra=json.loads(json.dumps(_RELEASE_METADATA)),
+        )
+
+    @classmethod
+    def tiny(cls, image_size: int = 64, vocab_size: int = 151670) -> CheersConfig:
+        """A few-million-parameter model with every part of the architecture, for tests."""
+        return cls(
+            vae_encoder_config=VAEConfig(
+                resolution=image_size, ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1
+            ),
+            vae_decoder_config=VAEConfig(
+                resolution=image_size, ch=128, ch_mult=(1, 1, 1, 1), num_res_blocks=0
+            ),
+            vision_representation_config=VisionConfig(
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                image_size=image_size,
+            ),
+            text_config=TextConfig(
+                vocab_size=vocab_size,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+            ),
+            semantic_head_layers=2,
+            detail_head_layers=1,
+            extra=json.loads(json.dumps({**_RELEASE_METADATA, "torch_dtype": "float32"})),
+        )
+
+    # ------------------------------------------------------- derived couplings
+    @property
+    def image_size(self) -> int:
+        """Side of the square images the model sees and generates (the ViT's image size)."""
+        return self.vision_representation_config.image_size
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the normalised latent: 2×2 space-to-depth of the VAE's z channels."""
+        return 4 * self.vae_encoder_config.z_channels
+
+    @property
+    def image_stride(self) -> int:
+        """Pixels per latent cell: VAE downsampling times the 2×2 space-to-depth."""
+        return self.vae_encoder_config.downsample_factor * 2
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the latent grid, equal to the ViT patch grid."""
+        return self.image_size // self.image_stride
+
+    @property
+    def tokens_per_image(self) -> int:
+        """LLM tokens per image after the 2×2 token merge (P in the spec)."""
+        return (self.grid_size // 2) ** 2
+
+    def validate(self) -> CheersConfig:
+        """Check every coupling of spec §11; raise :class:`ConfigError` naming the fix."""
+        enc, dec = self.vae_encoder_config, self.vae_decoder_config
+        vit, text = self.vision_representation_config, self.text_config
+        problems: list[str] = []
+        for name, half in (("vae_encoder_config", enc), ("vae_decoder_config", dec)):
+            for mult in half.ch_mult:
+                if (half.ch * mult) % 32:
+                    problems.append(
+                        f"{name}: ch·ch_mult = {half.ch}·{mult} = {half.ch * mult} is not "
+                        "divisible by 32 (GroupNorm(32) needs it); choose ch a multiple of 32"
+                    )
+            if not half.ch_mult:
+                problems.append(f"{name}.ch_mult is empty; give at least one level")
+        if enc.z_channels != dec.z_channels:
+            problems.append(
+                f"vae_encoder_config.z_channels ({enc.z_channels}) != vae_decoder_config."
+                f"z_channels ({dec.z_channels}); they must be equal"
+            )
+        if dec.ch != self.latent_channels:
+            problems.append(
+                f"vae_decoder_config.ch ({dec.ch}) must equal 4·z_channels "
+                f"({self.latent_channels}): the detail head's output width is taken from it "
+                "and must match the latent channels"
+            )
+        if len(dec.ch_mult) != len(enc.ch_mult):
+            problems.append(
+                f"the VAE encoder has {len(enc.ch_mult)} levels but the decoder "
+                f"{len(dec.ch_mult)}; give both ch_mult lists the same length"
+            )
+        if self.image_stride != vit.patch_size:
+            problems.append(
+                f"VAE stride {enc.downsample_factor}×2 = {self.image_stride} must equal the "
+                f"ViT patch_size ({vit.patch_size}) so the latent grid equals the ViT grid"
+            )
+        if vit.image_size % vit.patch_size:
+            problems.append(
+                f"vision image_size ({vit.image_size}) is not a multiple of patch_size "
+                f"({vit.patch_size})"
+            )
+        elif vit.grid_size % 2:
+            problems.append(
+                f"the ViT grid ({vit.grid_size}×{vit.grid_size}) must have an even side for "
+                "the 2×2 token merge; change image_size or patch_size"
+            )
+        if vit.hidden_size % vit.num_attention_heads:
+            problems.append(
+                f"vision hidden_size ({vit.hidden_size}) is not divisible by its "
+                f"num_attention_heads ({vit.num_attention_heads})"
+            )
+        if text.hidden_size % text.num_attention_heads:
+            problems.append(
+                f"text hidden_size ({text.hidden_size}) is not divisible by "
+                f"num_attention_heads ({text.num_attention_heads})"
+            )
+        if text.num_attention_heads % text.num_key_value_heads:
+            problems.append(
+                f"text num_attention_heads ({text.num_attention_heads}) is not a multiple of "
+                f"num_key_value_heads ({text.num_key_value_heads})"
+            )
+        if vit.num_attention_heads % text.num_key_value_heads:
+            problems.append(
+                f"the detail head uses the ViT's {vit.num_attention_heads} heads with the LLM's "
+                f"{text.num_key_value_heads} KV heads; the first must be a multiple of the second"
+            )
+        if text.head_dim % 2 or vit.hidden_size // vit.num_attention_heads % 2:
+            problems.append("attention head dimensions must be even for RoPE")
+        if self.semantic_head_layers < 1 or self.detail_head_layers < 1:
+            problems.append("semantic_head_layers and detail_head_layers must be at least 1")
+        if text.use_sliding_window:
+            problems.append(
+                "text_config.use_sliding_window is true, but Cheers uses full attention; "
+                "set it to false"
+            )
+        if problems:
+            raise ConfigError("Invalid Cheers config:\n  - " + "\n  - ".join(problems))
+        return self
+
+    # ------------------------------------------------------------ (de)serialise
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheersConfig:
+        """Build from a released-format dict (missing fields take the reference defaults)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
+        kwargs: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in _SUB_CONFIGS:
+                kwargs[key] = _sub_config_from_dict(_SUB_CONFIGS[key], key, value)
+            elif key in _HEAD_DEFAULTS:
+                kwargs[key] = int(value)
+            else:
+                extra[key] = value
+        return cls(**kwargs, extra=extra).validate()
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> CheersConfig:
+        """Read a released-format ``config.json`` (a file, or a folder holding one)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise ConfigError(
+                f"No config.json at {path}; point at a Cheers model folder "
+                "(it holds config.json and the safetensors weights)"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON ({err}); fix or re-download it") from err
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The released format: every sub-config written out, metadata kept."""
+        out: dict[str, Any] = {}
+        for key in ("architectures", "auto_map"):
+            if key in self.extra:
+                out[key] = self.extra[key]
+        for key in _SUB_CONFIGS:
+            sub = dataclasses.asdict(getattr(self, key))
+            if "ch_mult" in sub:
+                sub["ch_mult"] = list(sub["ch_mult"])
+            if key == "vision_representation_config":
+                sub["num_patches"] = self.vision_representation_config.num_patches
+                sub["model_type"] = "umm"
+            if key == "text_config":
+                sub["layer_types"] = ["full_attention"] * self.text_config.num_hidden_layers
+            out[key] = sub
+        for key, default in _HEAD_DEFAULTS.items():
+            if getattr(self, key) != default:
+                out[key] = getattr(self, key)
+        for key, value in self.extra.items():
+            out.setdefault(key, value)
+        return out
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``config.json`` into ``folder``; returns the file's path."""
+        path = Path(folder) / "config.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def _sub_config_from_dict(kind: type, key: str, value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config field {key!r} must be an object, got {value!r}")
+    names = {f.name for f in dataclasses.fields(kind)}
+    # Fields the released file carries but the architecture derives or ignores.
+    known_ignored = {"model_type", "num_patches", "layer_types", "torch_dtype"}
+    kwargs = {}
+    for name, item in value.items():
+        if name in names:
+            kwargs[name] = tuple(item) if name == "ch_mult" else item
+        elif name not in known_ignored:
+            # Unknown fields are tolerated (newer releases may add some) but never guessed at.
+            continue
+    try:
+        sub = kind(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"config field {key!r}: {err}") from err
+    if key == "vision_representation_config" and "num_patches" in value:
+        if value["num_patches"] != sub.num_patches:
+            raise ConfigError(
+                f"vision_representation_config.num_patches is {value['num_patches']} but "
+                f"(image_size/patch_size)² = {sub.num_patches}; fix one of them"
+            )
+    return sub

@@ -1,0 +1,45 @@
+"""Every tensor layout of the model, each written once as an einops pattern.
+
+The reference mixes ``view``/``permute`` chains; here each reordering is one pattern whose
+index order can be read off directly. ``i`` and ``j`` are the row and column offsets inside a
+2×2 cell; ``r`` and ``c`` index the cells.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+
+
+def latent_space_to_depth(z: torch.Tensor) -> torch.Tensor:
+    """VAE mean (B, z, 2H, 2W) → (B, 4z, H, W) with new channel index ``c·4 + i·2 + j``."""
+    return rearrange(z, "b c (h i) (w j) -> b (c i j) h w", i=2, j=2)
+
+
+def latent_depth_to_space(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`latent_space_to_depth`: (B, 4z, H, W) → (B, z, 2H, 2W)."""
+    return rearrange(x, "b (c i j) h w -> b c (h i) (w j)", i=2, j=2)
+
+
+def merge_2x2_tokens(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """Row-major grid tokens (B, G·G, C) → (B, G/2·G/2, 4C), position-major features.
+
+    Output token (r, c) concatenates the inputs at (2r+i, 2c+j) with feature index
+    ``(i·2 + j)·C + channel``.
+    """
+    return rearrange(x, "b (r i c j) d -> b (r c) (i j d)", i=2, j=2, r=grid // 2)
+
+
+def unmerge_2x2_tokens(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """Inverse of :func:`merge_2x2_tokens`: (B, G/2·G/2, 4C) → (B, G·G, C)."""
+    return rearrange(x, "b (r c) (i j d) -> b (r i c j) d", i=2, j=2, r=grid // 2)
+
+
+def feature_map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) → (B, H·W, C), tokens in row-major order."""
+    return rearrange(x, "b c h w -> b (h w) c")
+
+
+def tokens_to_feature_map(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, H·W, C) row-major tokens → (B, C, H, W)."""
+    return rearrange(x, "b (h w) c -> b c h w", h=grid)

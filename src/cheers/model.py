@@ -1,0 +1,178 @@
+"""The Cheers network: every component wired together, with the checkpoint's module names.
+
+Read top to bottom: images become normalised VAE latents; a latent (noisy or clean) is decoded
+by the decoder projector into pixels, encoded by the ViT and compressed into LLM tokens; the LLM
+reads text and image tokens; for generation its hidden states at the image positions go through
+the semantic head, the gate and the detail head to a velocity in latent space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cheers.config import CheersConfig
+from cheers.layouts import tokens_to_feature_map, unmerge_2x2_tokens
+from cheers.modules.heads import FlowHead, HiGate, TimestepEmbedder
+from cheers.modules.language import KVCache, Qwen2Model
+from cheers.modules.projector import UndProjector
+from cheers.modules.vae import VAE, DecoderProjector
+from cheers.modules.vision import VisionTransformer
+
+
+@dataclass
+class ImageTokens:
+    """What the unified vision tokenizer computes from one latent (spec §6)."""
+
+    pixel_hat: torch.Tensor  # (B, 3, H, W): the decoder projector's pixels
+    patch_embeds: torch.Tensor  # (B, G·G, C_vit): ViT patch + position embeddings
+    vit_hidden: torch.Tensor  # (B, G·G, C_vit): ViT output
+    tokens: torch.Tensor  # (B, P, D_llm): the LLM tokens
+
+
+@dataclass
+class Velocity:
+    """One velocity evaluation of the cascaded head, with its intermediates."""
+
+    velocity: torch.Tensor  # (B, 4z, G, G)
+    t_emb_1: torch.Tensor
+    t_emb_2: torch.Tensor
+    gen_proj_out: torch.Tensor  # (B, P, 4·C_vit)
+    hi_gate_low: torch.Tensor  # (B, 4P, C_vit)
+    hi_gate_out: torch.Tensor  # (B, 4P, C_vit)
+    hi_proj_out: torch.Tensor  # (B, 4P, 4z)
+
+
+class CheersModel(nn.Module):
+    """Everything under the checkpoint prefix ``model.``."""
+
+    def __init__(self, cfg: CheersConfig) -> None:
+        super().__init__()
+        vit, text = cfg.vision_representation_config, cfg.text_config
+        self.vae_model = VAE(cfg.vae_encoder_config, cfg.vae_decoder_config)
+        self.vae_decoder_projector = DecoderProjector(cfg.vae_decoder_config)
+        self.vision_representation = VisionTransformer(vit)
+        self.und_projector = UndProjector(vit.hidden_size, text.hidden_size)
+        self.language_model = Qwen2Model(text)
+        self.time_embed = TimestepEmbedder(text.hidden_size, vit.hidden_size)
+        self.gen_projector = FlowHead(
+            dim=text.hidden_size,
+            out_dim=4 * vit.hidden_size,
+            depth=cfg.semantic_head_layers,
+            num_heads=text.num_attention_heads,
+            num_kv_heads=text.num_key_value_heads,
+        )
+        self.hi_gate = HiGate(vit.hidden_size)
+        # The reference gives the detail head the LLM's KV-head count and takes its output width
+        # from the VAE decoder's `ch` (validated to equal the latent channels).
+        self.hi_projector = FlowHead(
+            dim=vit.hidden_size,
+            out_dim=cfg.vae_decoder_config.ch,
+            depth=cfg.detail_head_layers,
+            num_heads=vit.num_attention_heads,
+            num_kv_heads=text.num_key_value_heads,
+        )
+
+
+class Cheers(nn.Module):
+    """The full model: :class:`CheersModel` plus the output projection ``lm_head``."""
+
+    def __init__(self, config: CheersConfig) -> None:
+        super().__init__()
+        self.config = config.validate()
+        self.model = CheersModel(config)
+        text = config.text_config
+        self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def grid_size(self) -> int:
+        return self.config.grid_size
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.config.tokens_per_image
+
+    def new_kv_cache(self, batch_size: int, max_len: int) -> KVCache:
+        return KVCache(self.config.text_config, batch_size, max_len, self.dtype, self.device)
+
+    # ------------------------------------------------------------ vision path
+    def encode_latent(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, R, R) in [0, 1] → clean normalised latents x1 (B, 4z, G, G)."""
+        return self.model.vae_model.encode(pixels.to(self.dtype))
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Normalised latents → images with the frozen VAE decoder (not clamped)."""
+        return self.model.vae_model.decode(latent.to(self.dtype))
+
+    def image_tokens(self, latent: torch.Tensor) -> ImageTokens:
+        """A (possibly noisy) latent x_t → pixels → ViT → LLM tokens (spec §6)."""
+        m = self.model
+        pixel_hat = m.vae_decoder_projector(latent.to(self.dtype))
+        patch_embeds = m.vision_representation.embeddings(pixel_hat)
+        vit_hidden = m.vision_representation.encode_embeddings(patch_embeds)
+        grid = int(round(patch_embeds.shape[1] ** 0.5))
+        tokens = m.und_projector(vit_hidden, grid)
+        return ImageTokens(pixel_hat, patch_embeds, vit_hidden, tokens)
+
+    def understanding_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images (B, 3, R, R) → their LLM tokens (B, P, D) at t = 1."""
+        return self.image_tokens(self.encode_latent(pixels)).tokens
+
+    # ----------------------------------------------------------- language path
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.language_model.embed_tokens(input_ids)
+
+    def transformer(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        start: int = 0,
+    ) -> torch.Tensor:
+        """The LLM's final hidden states; see :meth:`Qwen2Model.forward`."""
+        return self.model.language_model(inputs_embeds, position_ids, mask, cache, start)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)
+
+    # ----------------------------------------------------------- flow heads
+    def velocity(
+        self, image_hidden: torch.Tensor, patch_embeds: torch.Tensor, t: torch.Tensor
+    ) -> Velocity:
+        """LLM hidden states at the P image positions → latent velocity (spec §8).
+
+        ``patch_embeds`` are the ViT patch embeddings of the same x_t's pixels (the detail
+        input of the gate); ``t`` has shape (B,).
+        """
+        m = self.model
+        p = image_hidden.shape[1]
+        grid = int(round((4 * p) ** 0.5))
+        te1, te2 = m.time_embed(t)
+        device = image_hidden.device
+        sem = m.gen_projector(image_hidden, te1, torch.arange(p, device=device))
+        low = unmerge_2x2_tokens(sem, grid)
+        gated = m.hi_gate(low, patch_embeds.to(low.dtype))
+        # The reference tiles the detail head's RoPE positions 0..2P-1 twice over its 4P tokens.
+        positions = torch.arange(2 * p, device=device).repeat(2)
+        detail = m.hi_projector(gated, te2, positions)
+        return Velocity(
+            velocity=tokens_to_feature_map(detail, grid),
+            t_emb_1=te1,
+            t_emb_2=te2,
+            gen_proj_out=sem,
+            hi_gate_low=low,
+            hi_gate_out=gated,
+            hi_proj_out=detail,
+        )

@@ -1,0 +1,1 @@
+"""The parts of the Cheers network, one concept a file."""

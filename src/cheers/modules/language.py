@@ -1,0 +1,136 @@
+"""Qwen2 decoder with a static KV cache (spec §7)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cheers.config import TextConfig
+from cheers.modules.common import RMSNorm, SwiGLU, apply_rope, attention, rope_cos_sin
+
+
+class KVCache:
+    """Pre-allocated keys and values of every layer, (B, Hkv, max_len, D) each.
+
+    Writing at ``start`` never moves what lies before it, so a block appended for one velocity
+    evaluation is "dropped" simply by writing the next one at the same offset.
+    """
+
+    def __init__(
+        self,
+        cfg: TextConfig,
+        batch_size: int,
+        max_len: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ) -> None:
+        shape = (batch_size, cfg.num_key_value_heads, max_len, cfg.head_dim)
+        self.max_len = max_len
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)]
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        end = start + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: need {end} positions, have {self.max_len}")
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def select(self, index: torch.Tensor) -> KVCache:
+        """Keep only the batch rows in ``index`` (e.g. the conditional half after guidance)."""
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+        return self
+
+
+class Qwen2Attention(nn.Module):
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        d, hd = cfg.hidden_size, cfg.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            hd,
+        )
+        self.q_proj = nn.Linear(d, cfg.num_attention_heads * hd, bias=True)
+        self.k_proj = nn.Linear(d, cfg.num_key_value_heads * hd, bias=True)
+        self.v_proj = nn.Linear(d, cfg.num_key_value_heads * hd, bias=True)
+        self.o_proj = nn.Linear(cfg.num_attention_heads * hd, d, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        start: int,
+    ) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            k, v = cache.update(layer, k, v, start)
+        return self.o_proj(attention(q, k, v, mask))
+
+
+class Qwen2MLP(SwiGLU):
+    pass
+
+
+class Qwen2DecoderLayer(nn.Module):
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.self_attn = Qwen2Attention(cfg)
+        self.mlp = Qwen2MLP(cfg.hidden_size, cfg.intermediate_size)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, rope, mask, cache, layer: int, start: int) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, layer, start)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Qwen2Model(nn.Module):
+    """Token embeddings, decoder layers and the final norm (``model.language_model``)."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        if cfg.hidden_act != "silu":
+            raise ValueError(f"unsupported text hidden_act {cfg.hidden_act!r}")
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Qwen2DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        start: int = 0,
+    ) -> torch.Tensor:
+        """Embeddings (B, T, D) at ``position_ids`` (B, T) → final hidden states (B, T, D).
+
+        ``mask`` is boolean (B, T, S) or (B, 1, T, S), True = may attend, where S covers the
+        cache up to ``start + T`` (or T without a cache); the new keys are written at ``start``.
+        """
+        if mask is not None and mask.dim() == 3:
+            mask = mask[:, None]
+        rope = rope_cos_sin(position_ids, self.cfg.head_dim, self.cfg.rope_theta, inputs_embeds.dtype)
+        x = inputs_embeds
+        for i, layer in enumerate(self.layers):
+            if self.gradient_checkpointing and self.training and cache is None:
+                x = torch.utils.checkpoint.checkpoint(
+                    layer, x, rope, mask, None, i, start, use_reentrant=False
+                )
+            else:
+                x = layer(x, rope, mask, cache, i, start)
+        return self.norm(x)

@@ -1,0 +1,475 @@
+"""The Cheers tokenizer: Qwen2 byte-level BPE plus the five Cheers tokens.
+
+The released checkpoint uses the Qwen2.5 tokenizer unchanged and adds ``<image>``, ``<image_gen>``,
+``<im_start>``, ``<im_end>`` and ``<no_mean>`` (ids 151665-151669) as special tokens. This module
+rebuilds that tokenizer with the Hugging Face ``tokenizers`` library (no ``transformers`` needed),
+from either a ``tokenizer.json`` or the ``vocab.json`` + ``merges.txt`` + ``tokenizer_config.json``
+triple, and renders the Qwen ChatML template in plain Python.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, processors
+from tokenizers import pre_tokenizers as pre
+
+from cheers.errors import CheckpointError, PromptError
+
+__all__ = [
+    "CHEERS_TOKENS",
+    "DEFAULT_SYSTEM_PROMPT",
+    "IMAGE_GEN_TOKEN",
+    "IMAGE_TOKEN",
+    "IM_END_TOKEN",
+    "IM_START_TOKEN",
+    "NO_MEAN_TOKEN",
+    "QWEN2_CHAT_TEMPLATE",
+    "QWEN2_SPLIT_PATTERN",
+    "CheersTokenizer",
+    "SpecialTokens",
+]
+
+IMAGE_TOKEN = "<image>"
+IMAGE_GEN_TOKEN = "<image_gen>"
+IM_START_TOKEN = "<im_start>"
+IM_END_TOKEN = "<im_end>"
+NO_MEAN_TOKEN = "<no_mean>"
+
+#: The Cheers tokens with the ids the released embedding table was trained with, in the order
+#: the reference adds them (the order is what fixes the ids when they are appended).
+CHEERS_TOKENS: tuple[tuple[str, int], ...] = (
+    (IMAGE_TOKEN, 151665),
+    (IMAGE_GEN_TOKEN, 151666),
+    (IM_START_TOKEN, 151667),
+    (IM_END_TOKEN, 151668),
+    (NO_MEAN_TOKEN, 151669),
+)
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+#: Qwen2's pre-tokenisation regex (digits split one by one, letters grouped, etc.).
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+#: The Jinja template of the released ``tokenizer_config.json``; :meth:`apply_chat_template`
+#: renders exactly this in Python, and :meth:`CheersTokenizer.save` writes it for HF tools.
+QWEN2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+_CHAT_ROLES = ("system", "user", "assistant")
+_ACCEPTED_FILES = "tokenizer.json, or vocab.json + merges.txt + tokenizer_config.json"
+
+# Written into a saved tokenizer_config.json when the source folder had none; these are the
+# released Qwen2 values, so the folder loads in transformers as a Qwen2Tokenizer.
+_DEFAULT_CONFIG: dict[str, Any] = {
+    "add_bos_token": False,
+    "add_prefix_space": False,
+    "bos_token": None,
+    "clean_up_tokenization_spaces": False,
+    "eos_token": "<|im_end|>",
+    "errors": "replace",
+    "model_max_length": 131072,
+    "pad_token": "<|endoftext|>",
+    "split_special_tokens": False,
+    "tokenizer_class": "Qwen2Tokenizer",
+    "unk_token": None,
+}
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """Ids of the tokens the model code needs, read from the loaded vocabulary."""
+
+    im_start_chat: int = 151644  # <|im_start|>, opens a ChatML turn
+    eos: int = 151645  # <|im_end|>, ends a turn and stops generation
+    pad: int = 151643  # <|endoftext|>
+    image: int = 151665  # <image>, replaced by the image's LLM tokens
+    image_gen: int = 151666  # <image_gen>
+    im_start: int = 151667  # <im_start>, opens an image block
+    im_end: int = 151668  # <im_end>, closes an image block
+    no_mean: int = 151669  # <no_mean>, fills the unconditional prompt
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Tokenizer) -> SpecialTokens:
+        """Look every special token up in ``tokenizer``; raise if one is missing."""
+        names = {
+            "im_start_chat": "<|im_start|>",
+            "eos": "<|im_end|>",
+            "pad": "<|endoftext|>",
+            "image": IMAGE_TOKEN,
+            "image_gen": IMAGE_GEN_TOKEN,
+            "im_start": IM_START_TOKEN,
+            "im_end": IM_END_TOKEN,
+            "no_mean": NO_MEAN_TOKEN,
+        }
+        ids: dict[str, int] = {}
+        for field, token in names.items():
+            token_id = tokenizer.token_to_id(token)
+            if token_id is None:
+                raise CheckpointError(
+                    f"The tokenizer has no {token!r} token, which Cheers needs. Load the "
+                    "tokenizer files of the released checkpoint (a Qwen2 tokenizer)."
+                )
+            ids[field] = token_id
+        return cls(**ids)
+
+
+class CheersTokenizer:
+    """Qwen2 byte-level BPE with the Cheers tokens, plus the ChatML template.
+
+    Build it with :meth:`from_folder`; wrapping an existing ``tokenizers.Tokenizer`` directly is
+    also possible (the Cheers tokens are added or verified either way).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, config: Mapping[str, Any] | None = None) -> None:
+        """Wrap ``tokenizer``, add or verify the Cheers tokens, and read the special ids.
+
+        ``config`` is the content of ``tokenizer_config.json`` (kept so :meth:`save` can write
+        it back); it does not change how text is encoded.
+        """
+        _ensure_cheers_tokens(tokenizer)
+        self._tokenizer = tokenizer
+        self._config: dict[str, Any] = dict(config) if config is not None else {}
+        self.special = SpecialTokens.from_tokenizer(tokenizer)
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_folder(cls, path: str | Path) -> CheersTokenizer:
+        """Load the tokenizer of a model folder.
+
+        Uses ``tokenizer.json`` when present, otherwise ``vocab.json`` + ``merges.txt`` with the
+        added tokens of ``tokenizer_config.json``. The five Cheers tokens are appended when the
+        files lack them, and their ids are checked.
+        """
+        folder = Path(path)
+        if not folder.is_dir():
+            raise CheckpointError(
+                f"Tokenizer folder {str(folder)!r} does not exist or is not a directory. Pass "
+                f"the model folder that holds {_ACCEPTED_FILES}."
+            )
+        config = _read_config(folder / "tokenizer_config.json")
+        tokenizer_json = folder / "tokenizer.json"
+        if tokenizer_json.is_file():
+            try:
+                tokenizer = Tokenizer.from_file(str(tokenizer_json))
+            except Exception as exc:
+                raise CheckpointError(
+                    f"Cannot parse {str(tokenizer_json)!r} ({exc}). Replace it with the "
+                    "checkpoint's original file, or delete it to load vocab.json + merges.txt."
+                ) from exc
+            return cls(tokenizer, config)
+
+        vocab, merges = folder / "vocab.json", folder / "merges.txt"
+        missing = [p.name for p in (vocab, merges) if not p.is_file()]
+        if config is None:
+            missing.append("tokenizer_config.json")
+        if missing or config is None:
+            raise CheckpointError(
+                f"Tokenizer folder {str(folder)!r} has no tokenizer.json and lacks "
+                f"{', '.join(missing)}. A tokenizer folder needs {_ACCEPTED_FILES}; copy them "
+                "from the released checkpoint."
+            )
+        tokenizer = _build_qwen2_tokenizer(vocab, merges)
+        _add_config_tokens(tokenizer, config, folder)
+        return cls(tokenizer, config)
+
+    # -- text <-> ids -------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Tokenizer:
+        """The underlying ``tokenizers.Tokenizer``."""
+        return self._tokenizer
+
+    def __len__(self) -> int:
+        """Number of token ids, added tokens included (151670 for the release)."""
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; added tokens written in it (``<image>``…) become single ids.
+
+        No BOS/EOS is added, as in the reference.
+        """
+        if not isinstance(text, str):
+            raise PromptError(
+                f"encode() takes a str, got {type(text).__name__}. Pass the prompt text."
+            )
+        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        """Text of ``ids`` (a list, or a 1-D tensor/array).
+
+        With ``skip_special_tokens`` the tokens flagged special are dropped: the Qwen control
+        tokens (``<|im_end|>``…) and the five Cheers tokens, but not the non-special added
+        tokens such as ``<tool_call>`` (this is what reproduces the reference's answers). Ids
+        beyond the tokenizer (the model's embedding table is padded to 151936 rows) decode to
+        nothing, as in the Hugging Face tokenizer.
+        """
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()  # type: ignore[union-attr]
+        if isinstance(ids, int):
+            ids = [ids]
+        values: list[int] = []
+        for token_id in ids:
+            if isinstance(token_id, list):
+                raise PromptError(
+                    "decode() takes one sequence of ids, got a nested list/batch. Decode each "
+                    "row separately."
+                )
+            value = int(token_id)
+            if value < 0:
+                raise PromptError(
+                    f"decode() got the negative id {value}, a placeholder (-200 marks an image "
+                    "in input_ids), not a token. Replace it with the token id (e.g. "
+                    f"{self.special.image} for <image>) or drop it before decoding."
+                )
+            values.append(value)
+        return self._tokenizer.decode(values, skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        """Id of ``token`` (a vocabulary entry or added token), or None if it is unknown."""
+        return self._tokenizer.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        """Vocabulary string of ``token_id`` (byte-level form, e.g. ``Ġthe``), or None."""
+        if token_id < 0:
+            return None
+        return self._tokenizer.id_to_token(token_id)
+
+    # -- chat ---------------------------------------------------------------------------------
+
+    def apply_chat_template(
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        """Render ``messages`` in Qwen ChatML, exactly as the released Jinja template does.
+
+        ``messages`` is a list of ``{"role": "system"|"user"|"assistant", "content": str}``.
+        The default system prompt is inserted when the first message is not a system message.
+        """
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+            raise PromptError(
+                f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got "
+                f"{type(messages).__name__}. Wrap a plain prompt as "
+                "[{'role': 'user', 'content': prompt}]."
+            )
+        if len(messages) == 0:
+            raise PromptError(
+                "messages is empty. Pass at least one message, e.g. "
+                "[{'role': 'user', 'content': prompt}]."
+            )
+        parts: list[str] = []
+        for index, message in enumerate(messages):
+            if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+                raise PromptError(
+                    f"messages[{index}] is {message!r}, not a dict with 'role' and 'content'. "
+                    "Write each message as {'role': 'user', 'content': '...'}."
+                )
+            role, content = message["role"], message["content"]
+            if role not in _CHAT_ROLES:
+                raise PromptError(
+                    f"messages[{index}] has role {role!r}, which the chat template does not "
+                    f"know. Use one of {', '.join(_CHAT_ROLES)}."
+                )
+            if not isinstance(content, str):
+                raise PromptError(
+                    f"messages[{index}]['content'] is a {type(content).__name__}, not a str. "
+                    "Pass text; put an image in the text as <im_start><image><im_end>."
+                )
+            if index == 0 and role != "system":
+                parts.append(f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n")
+            parts.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
+        if add_generation_prompt:
+            parts.append("<|im_start|>assistant\n")
+        return "".join(parts)
+
+    @property
+    def chat_template(self) -> str:
+        """The Jinja chat template written to ``tokenizer_config.json``."""
+        template = self._config.get("chat_template")
+        return template if isinstance(template, str) else QWEN2_CHAT_TEMPLATE
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> None:
+        """Write a Hugging Face style Qwen2 tokenizer folder.
+
+        Writes ``tokenizer.json``, ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json``
+        (with the Cheers tokens in ``added_tokens_decoder``); :meth:`from_folder` on the result
+        encodes identically, from ``tokenizer.json`` or from the other three files.
+        """
+        out = Path(folder)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(
+                f"Cannot create tokenizer folder {str(out)!r} ({exc}). Choose a writable path."
+            ) from exc
+
+        state = json.loads(self._tokenizer.to_str())
+        if isinstance(state.get("decoder"), dict) and state["decoder"].get("type") == "ByteLevel":
+            # The Python constructor ignores these flags (they do nothing when decoding); write
+            # the values the released Qwen2 file has so the folder diffs cleanly against it.
+            state["decoder"].update(add_prefix_space=False, trim_offsets=False, use_regex=False)
+        (out / "tokenizer.json").write_text(
+            json.dumps(state, ensure_ascii=False, indent=2), encoding="utf-8"
+        )
+
+        model = state.get("model", {})
+        if model.get("type") != "BPE":
+            raise CheckpointError(
+                f"Cannot write vocab.json/merges.txt for a {model.get('type')!r} model; only "
+                "BPE tokenizers (Qwen2) are supported. Save tokenizer.json alone instead."
+            )
+        vocab = dict(sorted(model["vocab"].items(), key=lambda kv: kv[1]))
+        (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        lines = ["#version: 0.2"]
+        for merge in model["merges"]:
+            lines.append(merge if isinstance(merge, str) else " ".join(merge))
+        (out / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+        config = {**_DEFAULT_CONFIG, **self._config}
+        config["added_tokens_decoder"] = {
+            str(token_id): {
+                "content": tok.content,
+                "lstrip": tok.lstrip,
+                "normalized": tok.normalized,
+                "rstrip": tok.rstrip,
+                "single_word": tok.single_word,
+                "special": tok.special,
+            }
+            for token_id, tok in sorted(self._tokenizer.get_added_tokens_decoder().items())
+        }
+        config["chat_template"] = self.chat_template
+        config = dict(sorted(config.items()))
+        (out / "tokenizer_config.json").write_text(
+            json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
+
+    def __repr__(self) -> str:
+        return f"CheersTokenizer(vocab={len(self)}, special={self.special})"
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"Cannot read {str(path)!r} ({exc}). Replace it with the checkpoint's original "
+            "tokenizer_config.json."
+        ) from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{str(path)!r} holds a {type(config).__name__}, not a JSON object. Replace it with "
+            "the checkpoint's original tokenizer_config.json."
+        )
+    return config
+
+
+def _build_qwen2_tokenizer(vocab: Path, merges: Path) -> Tokenizer:
+    try:
+        bpe = models.BPE.from_file(
+            str(vocab), str(merges), continuing_subword_prefix="", end_of_word_suffix=""
+        )
+    except Exception as exc:
+        raise CheckpointError(
+            f"Cannot read the BPE files {str(vocab)!r} / {str(merges)!r} ({exc}). Replace them "
+            "with the checkpoint's original vocab.json and merges.txt."
+        ) from exc
+    tokenizer = Tokenizer(bpe)
+    tokenizer.normalizer = normalizers.NFC()
+    # Qwen2 splits with its own regex first; ByteLevel then only maps bytes to symbols, so its
+    # GPT-2 regex must stay off or it would split the pieces a second time.
+    tokenizer.pre_tokenizer = pre.Sequence(
+        [
+            pre.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+            pre.ByteLevel(add_prefix_space=False, use_regex=False, trim_offsets=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(
+        add_prefix_space=False, use_regex=False, trim_offsets=False
+    )
+    return tokenizer
+
+
+def _add_config_tokens(tokenizer: Tokenizer, config: Mapping[str, Any], folder: Path) -> None:
+    """Append the ``added_tokens_decoder`` entries of ``config`` at their recorded ids."""
+    decoder = config.get("added_tokens_decoder", {})
+    if not isinstance(decoder, Mapping):
+        raise CheckpointError(
+            f"added_tokens_decoder in {str(folder / 'tokenizer_config.json')!r} is not an "
+            "object. Replace the file with the checkpoint's original."
+        )
+    try:
+        entries = sorted((int(k), v) for k, v in decoder.items())
+    except ValueError as exc:
+        raise CheckpointError(
+            f"added_tokens_decoder in {str(folder / 'tokenizer_config.json')!r} has a non-integer "
+            "id. Replace the file with the checkpoint's original."
+        ) from exc
+    for token_id, entry in entries:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("content"), str):
+            raise CheckpointError(
+                f"added_tokens_decoder[{token_id}] in {str(folder / 'tokenizer_config.json')!r} "
+                "has no 'content' string. Replace the file with the checkpoint's original."
+            )
+        token = AddedToken(
+            entry["content"],
+            single_word=bool(entry.get("single_word", False)),
+            lstrip=bool(entry.get("lstrip", False)),
+            rstrip=bool(entry.get("rstrip", False)),
+            normalized=bool(entry.get("normalized", False)),
+            special=bool(entry.get("special", False)),
+        )
+        _add_token(tokenizer, token)
+        got = tokenizer.token_to_id(token.content)
+        if got != token_id:
+            raise CheckpointError(
+                f"Added token {token.content!r} is listed with id {token_id} in "
+                f"{str(folder / 'tokenizer_config.json')!r} but lands at id {got} (the ids must "
+                "continue vocab.json without gaps). Use the vocab.json, merges.txt and "
+                "tokenizer_config.json of the same checkpoint."
+            )
+
+
+def _add_token(tokenizer: Tokenizer, token: AddedToken) -> None:
+    # add_special_tokens is what marks a token as skipped by decode(skip_special_tokens=True).
+    if token.special:
+        tokenizer.add_special_tokens([token])
+    else:
+        tokenizer.add_tokens([token])
+
+
+def _ensure_cheers_tokens(tokenizer: Tokenizer) -> None:
+    """Append the five Cheers tokens (special, like the reference) or check their ids."""
+    for content, expected in CHEERS_TOKENS:
+        existing = tokenizer.token_to_id(content)
+        if existing is None:
+            size = tokenizer.get_vocab_size(with_added_tokens=True)
+            if size != expected:
+                raise CheckpointError(
+                    f"Cannot add {content!r} at id {expected}: the tokenizer has {size} ids, so "
+                    f"it would get id {size} and the model's embedding rows would not match. "
+                    "Use the Qwen2.5 tokenizer files of the released Cheers checkpoint."
+                )
+            _add_token(tokenizer, AddedToken(content, normalized=False, special=True))
+            existing = tokenizer.token_to_id(content)
+        if existing != expected:
+            raise CheckpointError(
+                f"Token {content!r} has id {existing}, but the Cheers checkpoint uses id "
+                f"{expected}. Use the tokenizer files of the released Cheers checkpoint, or "
+                "remove the conflicting token from them."
+            )
