@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, processors
-from tokenizers import pre_tokenizers as pre
+from tokenizers import AddedToken, Tokenizer, models
 
 from cheers.errors import CheckpointError, PromptError
 
@@ -84,6 +83,50 @@ _DEFAULT_CONFIG: dict[str, Any] = {
     "split_special_tokens": False,
     "tokenizer_class": "Qwen2Tokenizer",
     "unk_token": None,
+}
+
+_BYTE_LEVEL = {
+    "type": "ByteLevel",
+    "add_prefix_space": False,
+    "trim_offsets": False,
+    "use_regex": False,
+}
+
+# Everything of Qwen2's tokenizer.json except the vocabulary: NFC, then Qwen2's regex split, then
+# byte-to-symbol mapping. ByteLevel's own GPT-2 regex stays off, or it would split the pieces a
+# second time; no BOS/EOS is added (the post-processor only adjusts offsets).
+_QWEN2_PIPELINE: dict[str, Any] = {
+    "version": "1.0",
+    "truncation": None,
+    "padding": None,
+    "added_tokens": [],
+    "normalizer": {"type": "NFC"},
+    "pre_tokenizer": {
+        "type": "Sequence",
+        "pretokenizers": [
+            {
+                "type": "Split",
+                "pattern": {"Regex": QWEN2_SPLIT_PATTERN},
+                "behavior": "Isolated",
+                "invert": False,
+            },
+            _BYTE_LEVEL,
+        ],
+    },
+    "post_processor": _BYTE_LEVEL,
+    "decoder": _BYTE_LEVEL,
+    "model": {
+        "type": "BPE",
+        "dropout": None,
+        "unk_token": None,
+        "continuing_subword_prefix": "",
+        "end_of_word_suffix": "",
+        "fuse_unk": False,
+        "byte_fallback": False,
+        "ignore_merges": False,
+        "vocab": {},
+        "merges": [],
+    },
 }
 
 
@@ -270,7 +313,11 @@ class CheersTokenizer:
             )
         parts: list[str] = []
         for index, message in enumerate(messages):
-            if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+            if (
+                not isinstance(message, Mapping)
+                or "role" not in message
+                or "content" not in message
+            ):
                 raise PromptError(
                     f"messages[{index}] is {message!r}, not a dict with 'role' and 'content'. "
                     "Write each message as {'role': 'user', 'content': '...'}."
@@ -316,27 +363,15 @@ class CheersTokenizer:
                 f"Cannot create tokenizer folder {str(out)!r} ({exc}). Choose a writable path."
             ) from exc
 
-        state = json.loads(self._tokenizer.to_str())
-        if isinstance(state.get("decoder"), dict) and state["decoder"].get("type") == "ByteLevel":
-            # The Python constructor ignores these flags (they do nothing when decoding); write
-            # the values the released Qwen2 file has so the folder diffs cleanly against it.
-            state["decoder"].update(add_prefix_space=False, trim_offsets=False, use_regex=False)
-        (out / "tokenizer.json").write_text(
-            json.dumps(state, ensure_ascii=False, indent=2), encoding="utf-8"
-        )
-
-        model = state.get("model", {})
-        if model.get("type") != "BPE":
+        model = self._tokenizer.model
+        if not isinstance(model, models.BPE):
             raise CheckpointError(
-                f"Cannot write vocab.json/merges.txt for a {model.get('type')!r} model; only "
-                "BPE tokenizers (Qwen2) are supported. Save tokenizer.json alone instead."
+                f"Cannot write vocab.json/merges.txt for a {type(model).__name__} model; only "
+                "BPE tokenizers (Qwen2) are supported. Save the backend's tokenizer.json instead."
             )
-        vocab = dict(sorted(model["vocab"].items(), key=lambda kv: kv[1]))
-        (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        lines = ["#version: 0.2"]
-        for merge in model["merges"]:
-            lines.append(merge if isinstance(merge, str) else " ".join(merge))
-        (out / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self._tokenizer.save(str(out / "tokenizer.json"), pretty=True)
+        # The Rust writer reproduces the released vocab.json and merges.txt byte for byte.
+        model.save(str(out))
 
         config = {**_DEFAULT_CONFIG, **self._config}
         config["added_tokens_decoder"] = {
@@ -388,20 +423,10 @@ def _build_qwen2_tokenizer(vocab: Path, merges: Path) -> Tokenizer:
             f"Cannot read the BPE files {str(vocab)!r} / {str(merges)!r} ({exc}). Replace them "
             "with the checkpoint's original vocab.json and merges.txt."
         ) from exc
-    tokenizer = Tokenizer(bpe)
-    tokenizer.normalizer = normalizers.NFC()
-    # Qwen2 splits with its own regex first; ByteLevel then only maps bytes to symbols, so its
-    # GPT-2 regex must stay off or it would split the pieces a second time.
-    tokenizer.pre_tokenizer = pre.Sequence(
-        [
-            pre.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
-            pre.ByteLevel(add_prefix_space=False, use_regex=False, trim_offsets=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(
-        add_prefix_space=False, use_regex=False, trim_offsets=False
-    )
+    # Declared as JSON rather than through the Python constructors because decoders.ByteLevel()
+    # cannot be given the released file's flags; this way a saved tokenizer.json matches it.
+    tokenizer = Tokenizer.from_str(json.dumps(_QWEN2_PIPELINE))
+    tokenizer.model = bpe
     return tokenizer
 
 
