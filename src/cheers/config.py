@@ -334,27 +334,42 @@ class CheersConfig:
         return path
 
 
+_MAY_BE_ZERO = {"num_res_blocks", "max_window_layers", "sliding_window"}
+
+
 def _sub_config_from_dict(kind: type, key: str, value: Any) -> Any:
     if not isinstance(value, dict):
         raise ConfigError(f"config field {key!r} must be an object, got {value!r}")
-    names = {f.name for f in dataclasses.fields(kind)}
-    # Fields the released file carries but the architecture derives or ignores.
-    known_ignored = {"model_type", "num_patches", "layer_types", "torch_dtype"}
-    kwargs = {}
-    for name, item in value.items():
-        if name in names:
-            kwargs[name] = tuple(item) if name == "ch_mult" else item
-        elif name not in known_ignored:
-            # Unknown fields are tolerated (newer releases may add some) but never guessed at.
+    kwargs: dict[str, Any] = {}
+    # Fields not listed (model_type, num_patches, layer_types, newer additions) are derived or
+    # unused by the architecture; they are never guessed at.
+    for f in dataclasses.fields(kind):
+        if f.name not in value:
             continue
+        item, default = value[f.name], f.default if f.default is not dataclasses.MISSING else None
+        if f.name == "ch_mult":
+            if not isinstance(item, list | tuple) or not all(_is_int(m) for m in item):
+                raise ConfigError(f"{key}.ch_mult must be a list of integers, got {item!r}")
+            item = tuple(item)
+        elif _is_int(default) and not _is_int(item):
+            raise ConfigError(f"{key}.{f.name} must be an integer, got {item!r}")
+        elif isinstance(default, float) and not isinstance(item, int | float):
+            raise ConfigError(f"{key}.{f.name} must be a number, got {item!r}")
+        elif _is_int(default) and (item < 0 or (item == 0 and f.name not in _MAY_BE_ZERO)):
+            raise ConfigError(f"{key}.{f.name} must be positive, got {item!r}")
+        kwargs[f.name] = item
     try:
         sub = kind(**kwargs)
     except TypeError as err:
         raise ConfigError(f"config field {key!r}: {err}") from err
-    if key == "vision_representation_config" and "num_patches" in value:
-        if value["num_patches"] != sub.num_patches:
-            raise ConfigError(
-                f"vision_representation_config.num_patches is {value['num_patches']} but "
-                f"(image_size/patch_size)² = {sub.num_patches}; fix one of them"
-            )
+    patches = value.get("num_patches") if key == "vision_representation_config" else None
+    if patches is not None and patches != sub.num_patches:
+        raise ConfigError(
+            f"vision_representation_config.num_patches is {value['num_patches']} but "
+            f"(image_size/patch_size)² = {sub.num_patches}; fix one of them"
+        )
     return sub
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)

@@ -8,6 +8,7 @@ the semantic head, the gate and the detail head to a velocity in latent space.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -85,6 +86,12 @@ class Cheers(nn.Module):
         self.model = CheersModel(config)
         text = config.text_config
         self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share ``lm_head`` with the token embeddings when the config ties them."""
+        if self.config.text_config.tie_word_embeddings:
+            self.lm_head.weight = self.model.language_model.embed_tokens.weight
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -121,7 +128,7 @@ class Cheers(nn.Module):
         pixel_hat = m.vae_decoder_projector(latent.to(self.dtype))
         patch_embeds = m.vision_representation.embeddings(pixel_hat)
         vit_hidden = m.vision_representation.encode_embeddings(patch_embeds)
-        grid = int(round(patch_embeds.shape[1] ** 0.5))
+        grid = math.isqrt(patch_embeds.shape[1])
         tokens = m.und_projector(vit_hidden, grid)
         return ImageTokens(pixel_hat, patch_embeds, vit_hidden, tokens)
 
@@ -158,7 +165,7 @@ class Cheers(nn.Module):
         """
         m = self.model
         p = image_hidden.shape[1]
-        grid = int(round((4 * p) ** 0.5))
+        grid = math.isqrt(4 * p)
         te1, te2 = m.time_embed(t)
         device = image_hidden.device
         sem = m.gen_projector(image_hidden, te1, torch.arange(p, device=device))

@@ -68,6 +68,12 @@ def splice(
     return torch.cat(pieces), torch.cat(blocks).to(embed.device)
 
 
+def unconditional_ids(ids: Sequence[int], keep: set[int], no_mean_id: int) -> list[int]:
+    """The guidance prompt: every id (template and system prompt included) becomes
+    ``<no_mean>``, except those in ``keep`` (`<im_start>`, `<im_end>`, image placeholders)."""
+    return [i if i in keep else no_mean_id for i in ids]
+
+
 def left_pad(sequences: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
     """Stack (embeds, block) pairs of different lengths, padding on the left."""
     length = max(e.shape[0] for e, _ in sequences)

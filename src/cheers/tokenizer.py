@@ -61,9 +61,9 @@ QWEN2_SPLIT_PATTERN = (
 #: renders exactly this in Python, and :meth:`CheersTokenizer.save` writes it for HF tools.
 QWEN2_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
-    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
 _CHAT_ROLES = ("system", "user", "assistant")
@@ -299,6 +299,8 @@ class CheersTokenizer:
 
         ``messages`` is a list of ``{"role": "system"|"user"|"assistant", "content": str}``.
         The default system prompt is inserted when the first message is not a system message.
+        A different template in a loaded ``tokenizer_config.json`` is kept for :meth:`save` but
+        not interpreted: the checkpoint was trained with this format.
         """
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
             raise PromptError(

@@ -26,8 +26,12 @@ class KVCache:
     ) -> None:
         shape = (batch_size, cfg.num_key_value_heads, max_len, cfg.head_dim)
         self.max_len = max_len
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)]
+        self.keys = [
+            torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)
+        ]
+        self.values = [
+            torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)
+        ]
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int
@@ -124,7 +128,9 @@ class Qwen2Model(nn.Module):
         """
         if mask is not None and mask.dim() == 3:
             mask = mask[:, None]
-        rope = rope_cos_sin(position_ids, self.cfg.head_dim, self.cfg.rope_theta, inputs_embeds.dtype)
+        rope = rope_cos_sin(
+            position_ids, self.cfg.head_dim, self.cfg.rope_theta, inputs_embeds.dtype
+        )
         x = inputs_embeds
         for i, layer in enumerate(self.layers):
             if self.gradient_checkpointing and self.training and cache is None:

@@ -52,7 +52,9 @@ class AttnBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         y = self.norm(x)
-        q, k, v = (proj(y).reshape(b, 1, c, h * w).transpose(2, 3) for proj in (self.q, self.k, self.v))
+        q, k, v = (
+            proj(y).reshape(b, 1, c, h * w).transpose(2, 3) for proj in (self.q, self.k, self.v)
+        )
         y = F.scaled_dot_product_attention(q, k, v)
         y = y.transpose(2, 3).reshape(b, c, h, w)
         return x + self.proj_out(y)

@@ -8,13 +8,14 @@ colour nearest to its median RGB, a shape from the fill ratio of its bounding bo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from cheers.errors import ImageError
-from cheers.shapes.render import COLORS, PALETTE
+from cheers.shapes.render import COLORS, PALETTE, Scene
 
 FOREGROUND_DISTANCE = 60
 SQUARE_FILL = 0.9
@@ -146,4 +147,18 @@ def detect(image: Image.Image | np.ndarray) -> list[Detection]:
                 fill=fill,
             )
         )
+    return out
+
+
+def ideal_detections(scene: Scene) -> list[Detection]:
+    """What a perfect detector would report for ``scene``: true classes, centroids and areas.
+
+    Lets judges run on a scene without rendering it (e.g. to check a generated training pair).
+    """
+    fills = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}
+    out = []
+    for o in scene.objects:
+        cx, cy = o.centroid
+        area = round(fills[o.shape] * o.size * o.size)
+        out.append(Detection(o.shape, o.color, cx, cy, area, fills[o.shape]))
     return out

@@ -197,9 +197,7 @@ def separated(a: ShapeObject, b: ShapeObject, margin: float = MARGIN) -> bool:
     """Whether the bounding boxes of ``a`` and ``b`` are at least ``margin`` pixels apart."""
     ax0, ay0, ax1, ay1 = a.bbox
     bx0, by0, bx1, by1 = b.bbox
-    return (
-        ax1 + margin <= bx0 or bx1 + margin <= ax0 or ay1 + margin <= by0 or by1 + margin <= ay0
-    )
+    return ax1 + margin <= bx0 or bx1 + margin <= ax0 or ay1 + margin <= by0 or by1 + margin <= ay0
 
 
 def inside_canvas(obj: ShapeObject, canvas: int, margin: float = MARGIN) -> bool:
@@ -279,7 +277,7 @@ def allowed_kinds(
     colors: Iterable[str] | None = None,
     forbid: Iterable[tuple[str, str]] = HELD_OUT,
 ) -> list[tuple[str, str]]:
-    """Every ``(shape, color)`` from ``shapes`` × ``colors`` whose ``(color, shape)`` isn't forbidden.
+    """Each ``(shape, color)`` of ``shapes`` × ``colors`` whose ``(color, shape)`` is allowed.
 
     Raises:
         CheersError: on an unknown shape or colour.

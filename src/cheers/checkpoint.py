@@ -1,0 +1,274 @@
+"""Reading and writing model folders in the released format (safetensors only, never pickle).
+
+A model folder holds ``config.json``, the weights as ``model.safetensors`` or as shards listed
+by a ``*.safetensors.index.json``, and the tokenizer files. :func:`load_model` builds the model
+on the meta device and fills it tensor by tensor, so a 5.6 GB checkpoint never exists twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from cheers.config import CheersConfig
+from cheers.errors import CheckpointError
+from cheers.model import Cheers
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+EMBED_KEY = "model.language_model.embed_tokens.weight"
+LM_HEAD_KEY = "lm_head.weight"
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None`` picks bfloat16 on CUDA and float32 elsewhere."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise CheckpointError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local folder, or a Hub repository id (``ai9stars/Cheers``) downloaded when online."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(
+                f"{path} is a file; pass the model folder that holds config.json and the weights"
+            )
+        return path
+    if _REPO_ID.match(str(name_or_path)) and not str(name_or_path).startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError as err:
+            raise CheckpointError(
+                f"{name_or_path!r} is not a local folder and huggingface_hub is not installed; "
+                "download the model folder yourself or `pip install 'cheers[hub]'`"
+            ) from err
+        try:
+            return Path(
+                snapshot_download(
+                    str(name_or_path),
+                    allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"],
+                )
+            )
+        except Exception as err:  # network, authentication, missing repository
+            raise CheckpointError(
+                f"could not download {name_or_path!r} from the Hugging Face Hub ({err}); "
+                "check the name and your connection, or pass a local folder"
+            ) from err
+    raise CheckpointError(
+        f"model folder {str(name_or_path)!r} does not exist; pass a folder holding config.json "
+        "and model.safetensors (or a sharded *.safetensors.index.json)"
+    )
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a folder: the index's shards, or the single file."""
+    indexes = sorted(folder.glob("*.safetensors.index.json"))
+    if indexes:
+        index = indexes[0]
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise CheckpointError(
+                f"{index} is not a valid safetensors index ({err}); it needs a 'weight_map' "
+                "object mapping tensor names to shard files"
+            ) from err
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise CheckpointError(
+                f"{index.name} lists shard(s) missing from {folder}: {', '.join(missing)}; "
+                "download the complete checkpoint"
+            )
+        return [folder / s for s in shards]
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
+    hint = (
+        f" Found {', '.join(pickled)}: pickle checkpoints are not loaded (they can run code); "
+        "convert them to safetensors first."
+        if pickled
+        else ""
+    )
+    raise CheckpointError(
+        f"no weights in {folder}: expected model.safetensors or a "
+        f"*.safetensors.index.json with its shards.{hint}"
+    )
+
+
+def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every (name, tensor) of the files, read lazily; corrupt files raise CheckpointError."""
+    for file in files:
+        if file.stat().st_size == 0:
+            raise CheckpointError(f"{file} is empty (0 bytes); re-download or re-save it")
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    yield name, handle.get_tensor(name)
+        except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+            raise CheckpointError(
+                f"{file} is truncated or corrupt and cannot be read ({err}); "
+                "re-download or re-save it"
+            ) from err
+
+
+def load_state_dict(folder: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """All tensors of a model folder, as stored."""
+    return dict(iter_tensors(weight_files(resolve_model_path(folder))))
+
+
+def check_state_dict(
+    model: Cheers, state: dict[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
+    """Raise CheckpointError naming every missing, unexpected or mis-shaped tensor."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+    problems: list[str] = []
+    missing = sorted(set(expected) - set(state))
+    if model.config.text_config.tie_word_embeddings and missing == [LM_HEAD_KEY]:
+        missing = []  # a tied head may be stored only once
+    unexpected = sorted(set(state) - set(expected))
+    for kind, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            shown = ", ".join(keys[:10]) + (
+                f" … and {len(keys) - 10} more" if len(keys) > 10 else ""
+            )
+            problems.append(f"{len(keys)} {kind} tensor(s): {shown}")
+    for key in sorted(set(expected) & set(state)):
+        got = tuple(state[key].shape)
+        if got != expected[key]:
+            problems.append(f"{key}: {source} has shape {got}, the config implies {expected[key]}")
+    if problems:
+        raise CheckpointError(
+            f"the {source} does not match config.json:\n  - "
+            + "\n  - ".join(problems)
+            + "\nCheck that config.json belongs to these weights."
+        )
+    if LM_HEAD_KEY in state and EMBED_KEY in state:
+        head, embed = state[LM_HEAD_KEY], state[EMBED_KEY]
+        tied = model.config.text_config.tie_word_embeddings
+        if tied and not torch.equal(head, embed):
+            raise CheckpointError(
+                f"config.json ties the word embeddings but {LM_HEAD_KEY} differs from "
+                f"{EMBED_KEY} in the {source}; set text_config.tie_word_embeddings to false "
+                "or fix the checkpoint"
+            )
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+) -> Cheers:
+    """Load a Cheers model folder (local path or Hub id) in eval mode.
+
+    ``dtype``: "float32" / "bfloat16" / a torch dtype; by default bfloat16 on CUDA and float32
+    elsewhere. ``device``: where the weights go (default CPU).
+    """
+    folder = resolve_model_path(name_or_path)
+    config = CheersConfig.from_json(folder)
+    device = torch.device(device or "cpu")
+    dtype = resolve_dtype(dtype, device)
+    state = load_state_dict(folder)
+    with torch.device("meta"):
+        model = Cheers(config)
+    check_state_dict(model, state, source=f"checkpoint in {folder}")
+    if LM_HEAD_KEY not in state:
+        state[LM_HEAD_KEY] = state[EMBED_KEY]
+    state = {
+        k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+        for k, v in state.items()
+    }
+    model.load_state_dict(state, strict=True, assign=True)
+    model.tie_weights()
+    return model.eval()
+
+
+def save_model(
+    model: Cheers, folder: str | os.PathLike[str], max_shard_bytes: int | None = None
+) -> Path:
+    """Write ``config.json`` and the weights in the released format, atomically per file.
+
+    Both ``lm_head.weight`` and the token embeddings are stored (as in the release). With
+    ``max_shard_bytes`` the weights are split into ``model-0000k-of-0000n.safetensors`` shards
+    with a ``model.safetensors.index.json``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    dtype_name = str(model.dtype).removeprefix("torch.")
+    shards = _split(state, max_shard_bytes)
+    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
+    try:
+        names: list[str] = []
+        if len(shards) == 1:
+            names.append("model.safetensors")
+            save_file(shards[0], str(staging / names[0]), metadata={"format": "pt"})
+        else:
+            weight_map: dict[str, str] = {}
+            for i, shard in enumerate(shards, start=1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, str(staging / name), metadata={"format": "pt"})
+                weight_map.update(dict.fromkeys(shard, name))
+                names.append(name)
+            total = sum(t.numel() * t.element_size() for t in state.values())
+            index = {
+                "metadata": {"total_size": total},
+                "weight_map": dict(sorted(weight_map.items())),
+            }
+            (staging / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+            names.append("model.safetensors.index.json")
+        config = dataclasses.replace(
+            model.config, extra={**model.config.extra, "torch_dtype": dtype_name}
+        )
+        config.save(staging)
+        names.append("config.json")
+        for name in names:
+            os.replace(staging / name, folder / name)
+        # Weights of an earlier save in another layout would make the folder ambiguous.
+        stale = [*folder.glob("model*.safetensors"), *folder.glob("*.safetensors.index.json")]
+        for old in stale:
+            if old.name not in names:
+                old.unlink()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _split(
+    state: dict[str, torch.Tensor], max_shard_bytes: int | None
+) -> list[dict[str, torch.Tensor]]:
+    if max_shard_bytes is None:
+        return [state]
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    return shards

@@ -1,0 +1,444 @@
+"""The user-facing API: text-to-image, understanding, chat and editing with one object.
+
+    >>> from cheers import CheersPipeline
+    >>> pipe = CheersPipeline.from_pretrained("path/to/Cheers")          # doctest: +SKIP
+    >>> images = pipe("a red circle", num_inference_steps=80).images     # doctest: +SKIP
+    >>> pipe.understand("photo.png", "What is in the picture?")          # doctest: +SKIP
+
+Keyword names follow diffusers (``num_inference_steps``, ``guidance_scale``, ``generator``,
+``latents``, ``num_images_per_prompt``); defaults are the authors' (80 steps, guidance 9.5,
+time shift 0.5). Every request is batched: pass lists to process several at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+
+from cheers.checkpoint import load_model, resolve_model_path, save_model
+from cheers.errors import CheersError, PromptError
+from cheers.generation import decode_text, prefill, sample_latents
+from cheers.image import (
+    ImageInput,
+    make_dummy_image,
+    preprocess_understanding,
+    to_pil_list,
+)
+from cheers.model import Cheers
+from cheers.sampling import timesteps
+from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, splice, unconditional_ids
+from cheers.tokenizer import CheersTokenizer
+
+IMAGE_IN_PROMPT = "<im_start><image><im_end>"
+Messages = Sequence[Mapping[str, str]]
+GeneratorLike = torch.Generator | int | None
+
+
+@dataclass
+class ImagePipelineOutput:
+    """Generated images (PIL, or a (B, 3, R, R) tensor in [0, 1]) and the final latents."""
+
+    images: list[Image.Image] | torch.Tensor
+    latents: torch.Tensor
+
+
+class CheersPipeline:
+    """Cheers inference: ``__call__`` / :meth:`text_to_image`, :meth:`understand`,
+    :meth:`chat` and :meth:`edit`."""
+
+    def __init__(self, model: Cheers, tokenizer: CheersTokenizer) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.special = tokenizer.special
+        vocab = model.config.text_config.vocab_size
+        if len(tokenizer) > vocab:
+            raise CheersError(
+                f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary only "
+                f"{vocab}; load the tokenizer that belongs to this checkpoint"
+            )
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> CheersPipeline:
+        """Load a model folder (or a Hub id) with its tokenizer.
+
+        ``dtype`` defaults to bfloat16 on CUDA and float32 elsewhere.
+        """
+        folder = resolve_model_path(name_or_path)
+        model = load_model(folder, dtype=dtype, device=device)
+        return cls(model, CheersTokenizer.from_folder(folder))
+
+    def save_pretrained(self, folder: str | os.PathLike[str], max_shard_bytes: int | None = None):
+        """Write config, weights and tokenizer in the released format."""
+        save_model(self.model, folder, max_shard_bytes=max_shard_bytes)
+        self.tokenizer.save(folder)
+        return Path(folder)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def resolution(self) -> int:
+        return self.model.config.image_size
+
+    # --------------------------------------------------------- text to image
+    def __call__(self, prompt: str | Sequence[str], **kwargs: Any) -> ImagePipelineOutput:
+        """Alias of :meth:`text_to_image`."""
+        return self.text_to_image(prompt, **kwargs)
+
+    @torch.inference_mode()
+    def text_to_image(
+        self,
+        prompt: str | Sequence[str],
+        *,
+        num_inference_steps: int = 80,
+        guidance_scale: float | None = 9.5,
+        time_shift: float = 0.5,
+        num_images_per_prompt: int = 1,
+        generator: GeneratorLike = None,
+        latents: torch.Tensor | None = None,
+        dummy_image: ImageInput | bool = True,
+        output_type: Literal["pil", "pt"] = "pil",
+        progress: bool = False,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> ImagePipelineOutput:
+        """Generate images for one prompt or a list of prompts.
+
+        Args:
+            prompt: the description(s) of the image.
+            num_inference_steps: velocity evaluations of the ODE.
+            guidance_scale: classifier-free guidance scale; ``None`` disables guidance (and
+                halves the work).
+            time_shift: α of the time-grid shift α·t / (1 + (α−1)·t).
+            num_images_per_prompt: images for each prompt (different noise).
+            generator: a ``torch.Generator`` or an integer seed, for reproducible results.
+            latents: initial noise (B·num_images_per_prompt, 4z, G, G) instead of drawing it.
+            dummy_image: ``True`` encodes a random noise image in front of the prompt, as the
+                reference does for requests without an image (what the released model was run
+                with); an image uses that one instead (for exact comparisons); ``False`` drops it.
+            output_type: ``"pil"`` for PIL images, ``"pt"`` for a tensor in [0, 1].
+            progress: show a progress bar over the denoising steps.
+            callback: called as ``callback(step, total)`` after every step.
+        """
+        prompts = _as_list(prompt, "prompt")
+        _check_positive(num_images_per_prompt, "num_images_per_prompt")
+        gen = _generator(generator, self.device)
+        rows = [p for p in prompts for _ in range(num_images_per_prompt)]
+        ids = [self._generation_ids(p) for p in prompts]
+        for p, i in zip(prompts, ids, strict=True):
+            if self.special.image in i:
+                raise PromptError(
+                    f"the text-to-image prompt {p!r} contains an <image> placeholder but no image "
+                    "is given; use edit() or understand() for requests with an input image"
+                )
+        dummy = self._dummy_tokens(len(prompts), dummy_image, gen)
+        prefixes = [
+            None if dummy is None else dummy[i]
+            for i in range(len(prompts))
+            for _ in range(num_images_per_prompt)
+        ]
+        row_ids = [i for i in ids for _ in range(num_images_per_prompt)]
+        x = self._initial_noise(len(rows), latents, gen)
+        times = timesteps(num_inference_steps, time_shift)
+        x = self._sample(
+            row_ids, [[]] * len(rows), prefixes, x, times, guidance_scale, progress, callback
+        )
+        return self._output(x, output_type)
+
+    # --------------------------------------------------------------- editing
+    @torch.inference_mode()
+    def edit(
+        self,
+        image: ImageInput | Sequence[ImageInput],
+        instruction: str | Sequence[str],
+        *,
+        num_inference_steps: int = 80,
+        guidance_scale: float | None = 9.5,
+        time_shift: float = 0.5,
+        strength: float = 0.9,
+        generator: GeneratorLike = None,
+        latents: torch.Tensor | None = None,
+        output_type: Literal["pil", "pt"] = "pil",
+        progress: bool = False,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> ImagePipelineOutput:
+        """Edit source image(s) following instruction(s).
+
+        The source is in the prompt (understanding path) and sampling starts from
+        ``(1−strength)·x1(source) + strength·noise`` at t0 = 1 − strength with
+        ``int(strength·num_inference_steps)`` steps (the reference uses strength 0.9).
+        ``latents`` replaces the noise. Other arguments as in :meth:`text_to_image`.
+        """
+        instructions = _as_list(instruction, "instruction")
+        images = _match_images(image, len(instructions))
+        if any(len(group) != 1 for group in images):
+            raise CheersError("edit() takes exactly one source image per instruction")
+        if not 0.0 < strength <= 1.0:
+            raise CheersError(f"strength must be in (0, 1], got {strength}")
+        t0 = 1.0 - strength
+        gen = _generator(generator, self.device)
+        pixels = self._pixels([im for group in images for im in group])
+        x1 = self.model.encode_latent(pixels)
+        tokens = self.model.image_tokens(x1).tokens
+        row_ids = []
+        for text in instructions:
+            content = text if "<image>" in text else f"{IMAGE_IN_PROMPT}\n{text}"
+            ids = self._generation_ids(content)
+            if ids.count(self.special.image) != 1:
+                raise PromptError(f"an edit instruction needs exactly one image, got {text!r}")
+            row_ids.append(ids)
+        noise = self._initial_noise(len(instructions), latents, gen)
+        x = t0 * x1.float() + (1.0 - t0) * noise
+        times = timesteps(num_inference_steps, time_shift, t0=t0)
+        row_images = [[tokens[i]] for i in range(len(instructions))]
+        no_prefix = [None] * len(row_ids)
+        x = self._sample(
+            row_ids, row_images, no_prefix, x, times, guidance_scale, progress, callback
+        )
+        return self._output(x, output_type)
+
+    # ---------------------------------------------------------- understanding
+    @torch.inference_mode()
+    def understand(
+        self,
+        images: ImageInput | Sequence[ImageInput] | Sequence[Sequence[ImageInput]],
+        question: str | Sequence[str],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        generator: GeneratorLike = None,
+    ) -> str | list[str]:
+        """Answer a question about image(s).
+
+        One question (a str) with one image or a list of images returns a str; a list of
+        questions with one image (or list of images) per question returns a list of str.
+        ``temperature`` 0 is greedy decoding; otherwise temperature + top-p sampling.
+        """
+        single = isinstance(question, str)
+        questions = _as_list(question, "question")
+        groups = [_as_image_list(images)] if single else _match_images(images, len(questions))
+        flat = [im for group in groups for im in group]
+        tokens = self.model.understanding_tokens(self._pixels(flat)) if flat else None
+        requests, k = [], 0
+        for text, group in zip(questions, groups, strict=True):
+            if "<image>" not in text:
+                text = IMAGE_IN_PROMPT * len(group) + "\n" + text
+            ids = self._chat_ids([{"role": "user", "content": text}])
+            requests.append((ids, [tokens[k + j] for j in range(len(group))], None))
+            k += len(group)
+        answers = self._generate_text(requests, max_new_tokens, temperature, top_p, generator)
+        return answers[0] if single else answers
+
+    @torch.inference_mode()
+    def chat(
+        self,
+        messages: str | Messages | Sequence[str | Messages],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        generator: GeneratorLike = None,
+        dummy_image: ImageInput | bool = True,
+    ) -> str | list[str]:
+        """Text-only conversation: a prompt, a list of messages, or a list of either (batch).
+
+        As in the reference, a random dummy image is encoded in front of the text;
+        ``dummy_image`` works as in :meth:`text_to_image`.
+        """
+        single = isinstance(messages, str) or (
+            isinstance(messages, Sequence)
+            and len(messages) > 0
+            and isinstance(messages[0], Mapping)
+        )
+        conversations = [messages] if single else list(messages)
+        if not conversations:
+            raise PromptError("chat() got no messages; pass a prompt or a list of messages")
+        gen = _generator(generator, self.device)
+        dummy = self._dummy_tokens(len(conversations), dummy_image, gen)
+        requests = []
+        for i, conv in enumerate(conversations):
+            if isinstance(conv, str):
+                conv = [{"role": "user", "content": conv}]
+            ids = self._chat_ids(conv)
+            requests.append((ids, [], None if dummy is None else dummy[i]))
+        answers = self._generate_text(requests, max_new_tokens, temperature, top_p, gen)
+        return answers[0] if single else answers
+
+    # -------------------------------------------------------------- internals
+    def _chat_ids(self, messages: Messages) -> list[int]:
+        return self.tokenizer.encode(self.tokenizer.apply_chat_template(messages))
+
+    def _generation_ids(self, content: str) -> list[int]:
+        """A user turn, the assistant's generation prompt, then `<im_start>` opening the image."""
+        return [*self._chat_ids([{"role": "user", "content": content}]), self.special.im_start]
+
+    def _pixels(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        batch = [preprocess_understanding(im, self.resolution) for im in images]
+        return torch.stack(batch).to(self.device)
+
+    def _dummy_tokens(
+        self, n: int, dummy_image: ImageInput | bool, generator: torch.Generator | None
+    ) -> torch.Tensor | None:
+        """LLM tokens of the placeholder image put in front of image-less requests, or None."""
+        if dummy_image is False:
+            return None
+        if dummy_image is True:
+            cpu_gen = generator if generator is None or generator.device.type == "cpu" else None
+            dummies = [make_dummy_image(cpu_gen) for _ in range(n)]
+        else:
+            dummies = [dummy_image] * n
+        return self.model.understanding_tokens(self._pixels(dummies))
+
+    def _uncond_ids(self, ids: list[int]) -> list[int]:
+        keep = {self.special.im_start, self.special.im_end, self.special.image, IMAGE_PLACEHOLDER}
+        return unconditional_ids(ids, keep, self.special.no_mean)
+
+    def _initial_noise(
+        self, n: int, latents: torch.Tensor | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        cfg = self.model.config
+        shape = (n, cfg.latent_channels, cfg.grid_size, cfg.grid_size)
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise CheersError(
+                    f"latents have shape {tuple(latents.shape)} but this request needs {shape} "
+                    "(images × latent channels × grid × grid)"
+                )
+            return latents.to(self.device, torch.float32)
+        device = generator.device if generator is not None else torch.device("cpu")
+        noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+        return noise.to(self.device)
+
+    def _sequences(self, row_ids, row_images, prefixes) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for i, ids in enumerate(row_ids):
+            ids_t = torch.tensor(ids, device=self.device)
+            embeds = self.model.embed(ids_t.clamp(min=0))
+            out.append(splice(ids_t, embeds, row_images[i], self.special.image, prefixes[i]))
+        return out
+
+    def _check_context(self, length: int, room: int) -> None:
+        limit = self.model.config.text_config.max_position_embeddings
+        if length + room > limit:
+            raise PromptError(
+                f"the request needs {length + room} positions ({length} for the prompt and images, "
+                f"{room} to generate) but the model's context is {limit}; shorten the prompt, use "
+                "fewer images or lower max_new_tokens"
+            )
+
+    def _sample(self, row_ids, row_images, prefixes, x, times, guidance_scale, progress, callback):
+        guided = guidance_scale is not None
+        seqs = self._sequences(row_ids, row_images, prefixes)
+        if guided:
+            seqs += self._sequences([self._uncond_ids(i) for i in row_ids], row_images, prefixes)
+        batch = left_pad(seqs)
+        p = self.model.tokens_per_image
+        self._check_context(int(batch.lengths.max()), p)
+        prefix = prefill(self.model, batch, room=p)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(times), desc="denoising", unit="step")
+
+        def step(k: int, n: int) -> None:
+            if bar is not None:
+                bar.update(1)
+            if callback is not None:
+                callback(k, n)
+
+        try:
+            return sample_latents(self.model, prefix, x, times, guidance_scale, callback=step)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _output(self, x: torch.Tensor, output_type: str) -> ImagePipelineOutput:
+        if output_type not in ("pil", "pt"):
+            raise CheersError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+        images = self.model.decode_latent(x).float().clamp(0, 1)
+        return ImagePipelineOutput(to_pil_list(images) if output_type == "pil" else images, x)
+
+    def _generate_text(self, requests, max_new_tokens, temperature, top_p, generator) -> list[str]:
+        _check_positive(max_new_tokens, "max_new_tokens")
+        if temperature < 0:
+            raise CheersError(f"temperature must be ≥ 0, got {temperature}")
+        gen = _generator(generator, self.device)
+        ids, images, prefixes = zip(*requests, strict=True)
+        batch = left_pad(self._sequences(ids, images, prefixes))
+        self._check_context(int(batch.lengths.max()), max_new_tokens)
+        prefix = prefill(self.model, batch, room=max_new_tokens)
+        out = decode_text(
+            self.model,
+            prefix.cache,
+            batch.valid,
+            batch.lengths,
+            prefix.length,
+            self.model.logits(prefix.hidden[:, -1]),
+            max_new_tokens,
+            eos_id=self.special.eos,
+            pad_id=self.special.pad,
+            temperature=temperature,
+            top_p=top_p,
+            generator=gen,
+        )
+        answers = []
+        for row in out.tokens.tolist():
+            if self.special.eos in row:
+                row = row[: row.index(self.special.eos)]
+            answers.append(self.tokenizer.decode(row).strip())
+        return answers
+
+
+def _generator(generator: GeneratorLike, device: torch.device) -> torch.Generator | None:
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, int) and not isinstance(generator, bool):
+        return torch.Generator("cpu").manual_seed(generator)
+    raise CheersError(f"generator must be a torch.Generator or an int seed, got {generator!r}")
+
+
+def _as_list(value: str | Sequence[str], name: str) -> list[str]:
+    items = [value] if isinstance(value, str) else list(value)
+    if not items:
+        raise PromptError(f"{name} is empty; pass a string or a non-empty list of strings")
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise PromptError(f"every {name} must be a non-empty string, got {item!r}")
+    return items
+
+
+def _as_image_list(images: Any) -> list[ImageInput]:
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [images]
+
+
+def _match_images(images: Any, n: int) -> list[list[ImageInput]]:
+    """One group of images per request: a single image is shared only when n == 1."""
+    if n == 1:
+        return [_as_image_list(images)]
+    if not isinstance(images, (list, tuple)) or len(images) != n:
+        raise CheersError(
+            f"{n} requests need a list of {n} images (or lists of images), one per request"
+        )
+    return [_as_image_list(group) for group in images]
+
+
+def _check_positive(value: int, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CheersError(f"{name} must be a positive integer, got {value!r}")
