@@ -37,7 +37,9 @@ def test_palette_and_held_out_match_spec() -> None:
 def test_render_is_rgb_white_canvas_with_exact_colours(canvas: int) -> None:
     size = canvas // 4
     objs = [
-        ShapeObject(shape, color, 2 + size / 2 + i * (size + 2), 2 + size / 2 + j * (size + 2), size)
+        ShapeObject(
+            shape, color, 2 + size / 2 + i * (size + 2), 2 + size / 2 + j * (size + 2), size
+        )
         for (i, shape), (j, color) in itertools.product(enumerate(SHAPES), enumerate(COLORS[:3]))
     ]
     img = render(Scene(tuple(objs), canvas))
@@ -62,7 +64,11 @@ def test_pixel_aligned_square_is_exact() -> None:
 def test_shapes_have_expected_areas() -> None:
     """Coverage-weighted ink area equals the geometric area (circle πr², triangle s²/2)."""
     s = 40
-    for shape, area in (("square", s * s), ("circle", math.pi * s * s / 4), ("triangle", s * s / 2)):
+    for shape, area in (
+        ("square", s * s),
+        ("circle", math.pi * s * s / 4),
+        ("triangle", s * s / 2),
+    ):
         arr = render_array(Scene((ShapeObject(shape, "red", 50, 50, s),), 100), antialias=False)
         ink = (arr != 255).any(axis=2).sum()
         assert abs(ink - area) / area < 0.03, (shape, ink, area)
