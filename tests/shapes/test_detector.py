@@ -118,9 +118,10 @@ def test_diagonal_neighbours_are_connected() -> None:
 
 def test_colour_is_the_nearest_palette_entry_to_the_median() -> None:
     mask = np.ones((10, 10), bool)
-    img = _mask_image(mask, "green")
-    img[10:14, 10:20] = SPEC_PALETTE["blue"]  # a 40 % minority does not move the median
-    assert detect(img)[0].color == "green"
+    img = _mask_image(mask, "yellow")
+    # A 40 % blue minority leaves the median yellow (the mean would be nearest to orange).
+    img[10:14, 10:20] = SPEC_PALETTE["blue"]
+    assert detect(img)[0].color == "yellow"
     img[10:20, 10:20] = (150, 70, 200)  # off-palette: nearest is purple
     assert detect(img)[0].color == "purple"
     img[10:20, 10:20] = (240, 140, 40)  # nearest is orange, not yellow

@@ -7,6 +7,11 @@ training splits in the released JSONL format plus fixed evaluation sets (:mod:`.
 The specification is ``SHAPES.md``.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from cheers.shapes.captions import (
     CATEGORIES,
     NUMBER_WORDS,
@@ -17,20 +22,6 @@ from cheers.shapes.captions import (
     make_prompt,
     sample_prompt,
     score_generation,
-)
-from cheers.shapes.dataset import (
-    DEFAULT_MIX,
-    IMAGE_GEN,
-    IMAGE_PROMPT,
-    QuestionRecord,
-    Sample,
-    benchmark_edits,
-    benchmark_prompts,
-    benchmark_questions,
-    heldout_prompts,
-    heldout_questions,
-    iter_split,
-    write_split,
 )
 from cheers.shapes.detector import Detection, detect, ideal_detections
 from cheers.shapes.edits import EDIT_KINDS, EditPair, matches_scene, sample_edit
@@ -53,6 +44,32 @@ from cheers.shapes.render import (
     render_array,
     sample_scene,
 )
+
+# Loaded on first use, so that ``python -m cheers.shapes.dataset`` does not find its own module
+# already imported by the package.
+_DATASET_NAMES = frozenset(
+    {
+        "DEFAULT_MIX",
+        "IMAGE_GEN",
+        "IMAGE_PROMPT",
+        "QuestionRecord",
+        "Sample",
+        "benchmark_edits",
+        "benchmark_prompts",
+        "benchmark_questions",
+        "heldout_prompts",
+        "heldout_questions",
+        "iter_split",
+        "write_split",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DATASET_NAMES:
+        return getattr(importlib.import_module("cheers.shapes.dataset"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CATEGORIES",

@@ -1,0 +1,62 @@
+"""Every tensor layout checked element by element against the spec's index formulas."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from cheers.layouts import (
+    feature_map_to_tokens,
+    latent_depth_to_space,
+    latent_space_to_depth,
+    merge_2x2_tokens,
+    tokens_to_feature_map,
+    unmerge_2x2_tokens,
+)
+
+
+def test_latent_space_to_depth_channel_order():
+    z, h, w = 3, 4, 6
+    x = torch.randn(2, z, h, w)
+    out = latent_space_to_depth(x)
+    assert out.shape == (2, 4 * z, h // 2, w // 2)
+    for c, i, j, r, s in itertools.product(
+        range(z), range(2), range(2), range(h // 2), range(w // 2)
+    ):
+        # spec §3: new channel index c·4 + i·2 + j
+        assert out[1, c * 4 + i * 2 + j, r, s] == x[1, c, 2 * r + i, 2 * s + j]
+    assert torch.equal(latent_depth_to_space(out), x)
+
+
+def test_token_merge_is_position_major():
+    grid, ch = 4, 3
+    x = torch.randn(2, grid * grid, ch)
+    out = merge_2x2_tokens(x, grid)
+    half = grid // 2
+    assert out.shape == (2, half * half, 4 * ch)
+    for r, c, i, j, k in itertools.product(range(half), range(half), range(2), range(2), range(ch)):
+        # spec §5: output token (r, c) row-major; feature (i·2 + j)·C + channel
+        assert out[0, r * half + c, (i * 2 + j) * ch + k] == x[0, (2 * r + i) * grid + 2 * c + j, k]
+    assert torch.equal(unmerge_2x2_tokens(out, grid), x)
+
+
+def test_semantic_head_unpatchify_goes_to_grid_cells():
+    grid, ch = 6, 2
+    half = grid // 2
+    y = torch.randn(1, half * half, 4 * ch)
+    cells = unmerge_2x2_tokens(y, grid)
+    for r, c, i, j, k in itertools.product(range(half), range(half), range(2), range(2), range(ch)):
+        # spec §8: feature (i·2 + j)·C_vit + channel goes to cell (2r+i, 2c+j)
+        assert (
+            cells[0, (2 * r + i) * grid + 2 * c + j, k] == y[0, r * half + c, (i * 2 + j) * ch + k]
+        )
+
+
+def test_tokens_and_feature_maps_are_row_major():
+    x = torch.randn(2, 5, 3, 4)
+    tokens = feature_map_to_tokens(x)
+    for c, h, w in itertools.product(range(5), range(3), range(4)):
+        assert tokens[1, h * 4 + w, c] == x[1, c, h, w]
+    square = torch.randn(1, 7, 4, 4)
+    assert torch.equal(tokens_to_feature_map(feature_map_to_tokens(square), 4), square)
