@@ -17,8 +17,8 @@ import math
 import os
 import random
 import re
+import secrets
 import sys
-import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -269,11 +269,14 @@ def _ensure_folder(folder: Path) -> Path:
     """Create ``folder`` (and parents); any failure becomes a CheersError naming --out."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as err:
-        raise CheersError(f"--out {folder} is a file, not a folder; pass a folder path") from err
+    except (FileExistsError, NotADirectoryError) as err:
+        raise CheersError(
+            f"cannot create the output folder {folder}: a file is in the way; pass another --out"
+        ) from err
     except OSError as err:
-        reason = err.strerror or err
-        raise CheersError(f"cannot create the output folder {folder} ({reason})") from err
+        raise CheersError(
+            f"cannot create the output folder {folder} ({err.strerror or err}); pass another --out"
+        ) from err
     if not os.access(folder, os.W_OK):
         raise CheersError(f"the output folder {folder} is not writable; pass another --out")
     return folder
@@ -298,16 +301,18 @@ def _output_paths(out: str, names: Sequence[str]) -> list[Path]:
 
 def save_png(image: Image.Image, path: Path) -> Path:
     """Write ``image`` to ``path`` atomically: a reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
+        # os.open rather than mkstemp: mode 0o666 minus the umask, as for any saved file.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG")
         os.replace(tmp, path)
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise CheersError(f"cannot write {path} ({err.strerror or err})") from err
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -613,7 +618,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help(sys.stderr)
-            return EXIT_USAGE
+            raise UsageError(f"no command given; choose one of {', '.join(COMMANDS)}")
+        if getattr(args, "model", "") is None:
+            # Resolved before any handler work so a missing model fails before outputs exist.
+            args.model = str(default_model_path())
         return COMMANDS[args.command].run(args)
     except SystemExit as stop:  # --help and --version end parsing this way
         return stop.code if isinstance(stop.code, int) else 0

@@ -140,11 +140,13 @@ class CheersConfig:
     def tiny(cls, image_size: int = 64, vocab_size: int = 151670) -> CheersConfig:
         """A few-million-parameter model with every part of the architecture, for tests."""
         return cls(
+            # z = 8 keeps the latent at 32 channels, so the decoder (whose width must equal the
+            # latent channels) stays cheap at full resolution.
             vae_encoder_config=VAEConfig(
-                resolution=image_size, ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1
+                resolution=image_size, ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=8
             ),
             vae_decoder_config=VAEConfig(
-                resolution=image_size, ch=128, ch_mult=(1, 1, 1, 1), num_res_blocks=0
+                resolution=image_size, ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=0, z_channels=8
             ),
             vision_representation_config=VisionConfig(
                 hidden_size=64,

@@ -25,3 +25,7 @@ class ImageError(CheersError):
 
 class PromptError(CheersError):
     """A prompt is malformed or longer than the model's context."""
+
+
+class DataError(CheersError):
+    """A training sample or data file is malformed; the message names the file and line."""

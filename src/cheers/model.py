@@ -88,6 +88,42 @@ class Cheers(nn.Module):
         self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
         self.tie_weights()
 
+    @torch.no_grad()
+    def init_weights(self, std: float | None = None) -> Cheers:
+        """Initialise for training from scratch (the released model is loaded instead).
+
+        Linear, convolution and embedding weights ~ N(0, std) (the config's initializer_range),
+        biases 0, norms 1; the adaLN modulations of the flow heads and the gate's last layer
+        start at zero as in the reference, so each block starts as the identity and the gate
+        closed. BatchNorm statistics are reset to mean 0, variance 1.
+        """
+        std = self.config.text_config.initializer_range if std is None else std
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.reset_running_stats()
+            elif isinstance(module, nn.MultiheadAttention):
+                nn.init.normal_(module.in_proj_weight, std=std)
+                nn.init.zeros_(module.in_proj_bias)
+        for norm in self.modules():
+            if type(norm).__name__ == "RMSNorm":
+                nn.init.ones_(norm.weight)
+        for head in (self.model.gen_projector, self.model.hi_projector):
+            for block in [*head.diffusion_head_a, head.diffusion_head_b]:
+                nn.init.zeros_(block.adaLN_modulation[1].weight)
+                nn.init.zeros_(block.adaLN_modulation[1].bias)
+        nn.init.zeros_(self.model.hi_gate.gate[2].weight)
+        nn.init.zeros_(self.model.hi_gate.gate[2].bias)
+        return self
+
     def tie_weights(self) -> None:
         """Share ``lm_head`` with the token embeddings when the config ties them."""
         if self.config.text_config.tie_word_embeddings:

@@ -59,5 +59,10 @@ def sample_token(
     # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
     outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p
     sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-    choice = torch.multinomial(sorted_probs, 1, generator=generator)
+    if generator is not None and generator.device != sorted_probs.device:
+        # A CPU generator (e.g. from an int seed) keeps results identical across devices.
+        choice = torch.multinomial(sorted_probs.cpu(), 1, generator=generator)
+        choice = choice.to(sorted_probs.device)
+    else:
+        choice = torch.multinomial(sorted_probs, 1, generator=generator)
     return order.gather(-1, choice)[:, 0]
