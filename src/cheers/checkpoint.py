@@ -215,10 +215,21 @@ def save_model(
     ``max_shard_bytes`` the weights are split into ``model-0000k-of-0000n.safetensors`` shards
     with a ``model.safetensors.index.json``.
     """
+    return save_state(model.state_dict(), model.config, folder, max_shard_bytes)
+
+
+def save_state(
+    state: dict[str, torch.Tensor],
+    config: CheersConfig,
+    folder: str | os.PathLike[str],
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """:func:`save_model` for a state dict (e.g. one gathered from a sharded training run)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    dtype_name = str(model.dtype).removeprefix("torch.")
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    floating = [v.dtype for v in state.values() if v.is_floating_point()]
+    dtype_name = str(floating[0] if floating else torch.float32).removeprefix("torch.")
     shards = _split(state, max_shard_bytes)
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
     try:
@@ -240,9 +251,7 @@ def save_model(
             }
             (staging / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
             names.append("model.safetensors.index.json")
-        config = dataclasses.replace(
-            model.config, extra={**model.config.extra, "torch_dtype": dtype_name}
-        )
+        config = dataclasses.replace(config, extra={**config.extra, "torch_dtype": dtype_name})
         config.save(staging)
         names.append("config.json")
         for name in names:

@@ -516,6 +516,30 @@ def _edit_flags(p: argparse.ArgumentParser) -> None:
     _add_model_flags(p)
 
 
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="CONFIG", help="the training config (a TOML file)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in the config's output_dir from its latest checkpoint",
+    )
+    p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train (or resume) the run described by a TOML config; prints the final model folder."""
+    from cheers.training.recipe import TrainConfig
+    from cheers.training.trainer import Trainer
+
+    config = TrainConfig.from_toml(args.config)
+    if args.no_progress:
+        config.run.progress = False
+    final = Trainer(config, resume=args.resume).run()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(final)
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its one-line help, its --help description, its flags and its handler."""
@@ -577,6 +601,20 @@ COMMANDS: dict[str, Command] = {
         ),
         add_flags=_edit_flags,
         run=run_edit,
+    ),
+    "train": Command(
+        help="train or fine-tune a model from a TOML recipe",
+        description=(
+            "Run the training stages of a config file: data (released JSONL format), model\n"
+            "initialisation, stages and run settings (see docs/training.md). Checkpoints go\n"
+            "to <output_dir>/checkpoints; metrics to <output_dir>/metrics.csv.\n\n"
+            "examples:\n"
+            "  cheers train configs/finetune.toml\n"
+            "  cheers train configs/finetune.toml --resume\n"
+            "  torchrun --nproc-per-node 8 -m cheers train configs/finetune.toml"
+        ),
+        add_flags=_train_flags,
+        run=run_train,
     ),
 }
 

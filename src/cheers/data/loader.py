@@ -75,7 +75,7 @@ class TrainingData:
         chosen: list[int] = []
         for f, weight in enumerate(self.weights):
             members = [i for i, owner in enumerate(self.file_of) if owner == f]
-            whole, frac = int(math.floor(weight)), weight - math.floor(weight)
+            whole, frac = math.floor(weight), weight - math.floor(weight)
             chosen += members * whole
             extra = round(frac * len(members))
             if extra:

@@ -89,10 +89,10 @@ def make_batch(
         examples.append(example)
         pixels += images
     if not examples:
-        return TrainBatch([], torch.zeros(0, 3, r, r), torch.zeros(0), torch.zeros(0, *shape), skipped)
-    return TrainBatch(
-        examples, torch.stack(pixels), torch.tensor(ts), torch.stack(noises), skipped
-    )
+        return TrainBatch(
+            [], torch.zeros(0, 3, r, r), torch.zeros(0), torch.zeros(0, *shape), skipped
+        )
+    return TrainBatch(examples, torch.stack(pixels), torch.tensor(ts), torch.stack(noises), skipped)
 
 
 @dataclass
@@ -104,13 +104,25 @@ class LossSums:
 
 
 class Objective(nn.Module):
-    """Wraps the model so that one ``forward`` computes the losses (what DDP/FSDP need)."""
+    """Wraps the model so that one ``forward`` computes the losses (what DDP/FSDP need).
+
+    A :class:`TrainBatch` gives the joint losses; a :class:`~cheers.training.vae.VAEBatch` the
+    autoencoder's (or, with ``latents_only``, its latents for the BatchNorm statistics). One
+    wrapper serves every stage, so a sharded model is wrapped once.
+    """
 
     def __init__(self, model: Cheers) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, batch: TrainBatch) -> LossSums:
+    def forward(self, batch, latents_only: bool = False):
+        from cheers.training.vae import VAEBatch, vae_losses
+
+        if isinstance(batch, VAEBatch):
+            return vae_losses(self.model, batch, latents_only)
+        return self._joint(batch)
+
+    def _joint(self, batch: TrainBatch) -> LossSums:
         model = self.model
         device, dtype = model.device, model.dtype
         if not batch.examples:

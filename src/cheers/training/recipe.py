@@ -171,7 +171,9 @@ class TrainConfig:
             names = {f.name for f in dataclasses.fields(kind)}
             unknown = sorted(set(data) - names)
             if unknown:
-                raise ConfigError(f"[{where}] has unknown field(s) {unknown}; known: {sorted(names)}")
+                raise ConfigError(
+                    f"[{where}] has unknown field(s) {unknown}; known: {sorted(names)}"
+                )
             try:
                 return kind(**data)
             except TypeError as err:
@@ -185,9 +187,18 @@ class TrainConfig:
         files = data_raw.pop("files", [])
         data = build(DataConfig, data_raw, "data")
         data.files = [_source(f, base) for f in files]
-        stages = [build(StageConfig, s, f"stages[{i}]") for i, s in enumerate(raw.get("stages", []))]
+        stages = [
+            build(StageConfig, s, f"stages[{i}]") for i, s in enumerate(raw.get("stages", []))
+        ]
         run = build(RunConfig, raw.get("run", {}), "run")
-        for name in ("from_pretrained", "config", "language_model", "vision_model", "vae", "tokenizer"):
+        for name in (
+            "from_pretrained",
+            "config",
+            "language_model",
+            "vision_model",
+            "vae",
+            "tokenizer",
+        ):
             value = getattr(model, name)
             if value is not None and not Path(value).is_absolute() and (base / value).exists():
                 setattr(model, name, str(base / value))
@@ -209,7 +220,9 @@ class TrainConfig:
         if not self.stages:
             raise ConfigError("no [[stages]]: add at least one stage")
         if self.data.bad_samples not in ("fail", "skip"):
-            raise ConfigError(f"data.bad_samples must be 'fail' or 'skip', not {self.data.bad_samples!r}")
+            raise ConfigError(
+                f"data.bad_samples must be 'fail' or 'skip', not {self.data.bad_samples!r}"
+            )
         if self.run.strategy not in ("ddp", "fsdp"):
             raise ConfigError(f"run.strategy must be 'ddp' or 'fsdp', not {self.run.strategy!r}")
         if self.run.save_every < 1 or self.run.log_every < 1:

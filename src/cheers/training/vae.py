@@ -60,34 +60,29 @@ def make_vae_batch(
     return VAEBatch(torch.stack(pixels), torch.stack(noise))
 
 
-class VAEObjective(nn.Module):
-    """Reconstruction MSE + KL(q(z|x) ‖ N(0, I)), returned as sums with counts."""
-
-    def __init__(self, model: Cheers) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: VAEBatch, latents_only: bool = False) -> VAELossSums | torch.Tensor:
-        """Losses, or with ``latents_only`` the space-to-depth posterior means (for statistics;
-        going through ``forward`` keeps sharded wrappers such as FSDP working)."""
-        vae = self.model.model.vae_model
-        device, dtype = self.model.device, self.model.dtype
-        x = batch.pixels.to(device, dtype)
-        moments = vae.encoder(x)
-        if latents_only:
-            return latent_space_to_depth(moments[:, : vae.z_channels])
-        mean, logvar = moments.chunk(2, dim=1)
-        logvar = logvar.clamp(-30.0, 20.0)
-        z = mean + torch.exp(0.5 * logvar) * batch.noise.to(device, dtype)
-        recon = vae.decoder(z)
-        rec = (recon.float() - x.float()).pow(2).sum()
-        kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1 - logvar.float()).sum()
-        return VAELossSums(rec, x.numel(), kl, mean.numel())
+def vae_losses(
+    model: Cheers, batch: VAEBatch, latents_only: bool = False
+) -> VAELossSums | torch.Tensor:
+    """Reconstruction MSE + KL(q(z|x) ‖ N(0, I)) as sums with counts; with ``latents_only``
+    the space-to-depth posterior means (for the latent statistics)."""
+    vae = model.model.vae_model
+    x = batch.pixels.to(model.device, model.dtype)
+    moments = vae.encoder(x)
+    if latents_only:
+        return latent_space_to_depth(moments[:, : vae.z_channels])
+    mean, logvar = moments.chunk(2, dim=1)
+    logvar = logvar.clamp(-30.0, 20.0)
+    z = mean + torch.exp(0.5 * logvar) * batch.noise.to(model.device, model.dtype)
+    recon = vae.decoder(z)
+    rec = (recon.float() - x.float()).pow(2).sum()
+    kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1 - logvar.float()).sum()
+    return VAELossSums(rec, x.numel(), kl, mean.numel())
 
 
 @torch.no_grad()
 def finish_vae(model: Cheers, objective: nn.Module, batches: Iterator[VAEBatch]) -> None:
-    """Measure the latent statistics and start the decoder projector as the decoder."""
+    """Measure the latent statistics (through ``objective``, the wrapped training module) and
+    start the decoder projector as a copy of the decoder."""
     total = total_sq = None
     count = 0
     for batch in batches:
