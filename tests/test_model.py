@@ -116,7 +116,7 @@ def test_latent_round_trip_through_normalisation(model):
     vae = model.model.vae_model
     vae.bn.running_mean.uniform_(-1, 1)
     vae.bn.running_var.uniform_(0.5, 2)
-    z = torch.randn(2, 32, 8, 8)
+    z = torch.randn(2, model.config.vae_encoder_config.z_channels, 8, 8)
     from cheers.layouts import latent_space_to_depth
     from cheers.modules.vae import _denormalize, _normalize
 

@@ -71,7 +71,9 @@ def true_centre(obj: Any) -> tuple[float, float]:
 def scene_for_prompt(text: str, canvas: int, rng: np.random.Generator) -> Scene:
     """A valid scene that satisfies ``text``: the named objects only, colours free if unnamed."""
     objects, relation = parse_prompt(text)
-    kinds = [(s, c if c is not None else COLORS[int(rng.integers(len(COLORS)))]) for s, c in objects]
+    kinds = [
+        (s, c if c is not None else COLORS[int(rng.integers(len(COLORS)))]) for s, c in objects
+    ]
     condition = None
     if relation is not None:
 

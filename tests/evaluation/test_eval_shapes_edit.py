@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from eval_fakes import FakePipe, image_key, scale_scene
 from PIL import Image
 
@@ -57,7 +58,12 @@ def test_half_right_editor():
         return (right if instruction.startswith("make") else wrong)(image, instruction, noise)
 
     r = evaluate_editing(FakePipe(64, edit_fn=edit), n=N, num_inference_steps=3)
-    assert r["scores"] == {"recolor": 1.0, "remove": 0.0, "add": 0.0, "overall": pytest.approx(1 / 3)}
+    assert r["scores"] == {
+        "recolor": 1.0,
+        "remove": 0.0,
+        "add": 0.0,
+        "overall": pytest.approx(1 / 3),
+    }
 
 
 def test_edit_noise_and_settings():
@@ -67,8 +73,6 @@ def test_edit_noise_and_settings():
     )
     again = FakePipe(64, edit_fn=identity(64))
     evaluate_editing(again, n=4, batch_size=4, num_inference_steps=5, strength=0.8)
-    import torch
-
     one = torch.cat([c["latents"] for c in pipe.calls])
     assert torch.equal(one, again.calls[0]["latents"])
     assert all(c["strength"] == 0.8 and c["guidance_scale"] == 3.0 for c in pipe.calls)

@@ -107,13 +107,20 @@ def test_calls_carry_the_sampling_settings():
         assert call["output_type"] == "pil"
         assert call["dummy_image"] is not True  # a fixed noise image, the same for every call
     assert all(np.array_equal(c["dummy_image"], pipe.calls[0]["dummy_image"]) for c in pipe.calls)
+    bare = FakePipe(64, draw=blank_drawer(64))
+    r = evaluate_generation(bare, n_per_category=1, heldout=False, dummy_image=False)
+    assert all(c["dummy_image"] is False for c in bare.calls)
+    assert r["settings"]["dummy_image"] is False
 
 
 def test_to_canvas_reverses_exact_upscaling():
     scene = sample_scene(np.random.default_rng(0), 64)
     small = render(scene)
     big = render(scale_scene(scene, 128))
-    assert np.array_equal(np.asarray(to_canvas(small.resize((128, 128), 0), 64)), np.asarray(small))
+    assert np.array_equal(
+        np.asarray(to_canvas(small.resize((128, 128), Image.Resampling.NEAREST), 64)),
+        np.asarray(small),
+    )
     assert [(d.shape, d.color) for d in detect(to_canvas(big, 64))] == [
         (d.shape, d.color) for d in detect(small)
     ]

@@ -8,7 +8,7 @@ Each writes ``report.json`` and ``grid.png`` into ``--out``, prints the score ta
 the two paths. The main ``cheers`` command line registers this with :func:`add_eval_parser`
 (or :func:`add_eval_flags` on a parser it made) and dispatches to :func:`run_eval`; bad input
 raises :class:`~cheers.errors.CheersError`, which that command line turns into
-``error: ...`` and exit code 2. ``python -m cheers.evaluation.cli`` runs it on its own.
+``error: ...`` and exit code 2. ``python -m cheers.evaluation`` runs it on its own.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if (
             "default" in text
-            or action.default in (None, False, argparse.SUPPRESS)
+            or action.default is None
+            or action.default is False
+            or action.default is argparse.SUPPRESS
             or not action.option_strings
         ):
             return text
@@ -44,7 +46,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 # ------------------------------------------------------------------------------------ flags
-def _common_flags(p: argparse.ArgumentParser, n_default: int, n_help: str, batch: int) -> None:
+def _common_flags(
+    p: argparse.ArgumentParser, n_default: int, n_help: str, batch: int, batch_help: str
+) -> None:
     p.add_argument(
         "--model",
         metavar="DIR",
@@ -61,9 +65,7 @@ def _common_flags(p: argparse.ArgumentParser, n_default: int, n_help: str, batch
         "--seed", type=int, default=0, metavar="N", help="picks the benchmark set and the noise"
     )
     p.add_argument("--n", type=int, default=n_default, metavar="N", help=n_help)
-    p.add_argument(
-        "--batch-size", type=int, default=batch, metavar="N", help="items per model call"
-    )
+    p.add_argument("--batch-size", type=int, default=batch, metavar="N", help=batch_help)
     p.add_argument(
         "--canvas",
         type=int,
@@ -111,9 +113,7 @@ def _heldout_flags(p: argparse.ArgumentParser, what: str) -> None:
         metavar="N",
         help=f"held-out {what} (default: the same as --n)",
     )
-    p.add_argument(
-        "--no-heldout", action="store_true", help="skip the held-out compositions"
-    )
+    p.add_argument("--no-heldout", action="store_true", help="skip the held-out compositions")
 
 
 def _gen_flags(p: argparse.ArgumentParser) -> None:
@@ -122,6 +122,7 @@ def _gen_flags(p: argparse.ArgumentParser) -> None:
         shapes_gen.DEFAULT_N_PER_CATEGORY,
         "prompts per category (six categories)",
         shapes_gen.DEFAULT_BATCH_SIZE,
+        "images per model call, rounded down to whole prompts",
     )
     p.add_argument(
         "--images-per-prompt",
@@ -131,13 +132,20 @@ def _gen_flags(p: argparse.ArgumentParser) -> None:
         help="images generated and judged for every prompt",
     )
     _heldout_flags(p, "prompts per category (colors, color_attr)")
+    p.add_argument(
+        "--no-dummy-image",
+        action="store_true",
+        help="do not put a noise image in front of the prompts (the pipeline does by default)",
+    )
     _sampling_flags(
         p, shapes_gen.DEFAULT_STEPS, shapes_gen.DEFAULT_GUIDANCE, shapes_gen.DEFAULT_TIME_SHIFT
     )
 
 
 def _vqa_flags(p: argparse.ArgumentParser) -> None:
-    _common_flags(p, shapes_vqa.DEFAULT_N, "questions", shapes_vqa.DEFAULT_BATCH_SIZE)
+    _common_flags(
+        p, shapes_vqa.DEFAULT_N, "questions", shapes_vqa.DEFAULT_BATCH_SIZE, "questions per call"
+    )
     p.add_argument(
         "--max-new-tokens",
         type=int,
@@ -149,7 +157,9 @@ def _vqa_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _edit_flags(p: argparse.ArgumentParser) -> None:
-    _common_flags(p, shapes_edit.DEFAULT_N, "edits", shapes_edit.DEFAULT_BATCH_SIZE)
+    _common_flags(
+        p, shapes_edit.DEFAULT_N, "edits", shapes_edit.DEFAULT_BATCH_SIZE, "edits per model call"
+    )
     p.add_argument(
         "--strength",
         type=float,
@@ -181,6 +191,7 @@ def _run_gen(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
         time_shift=args.shift,
         batch_size=args.batch_size,
         canvas=args.canvas,
+        dummy_image=not args.no_dummy_image,
         progress=not args.no_progress,
         **_heldout(args),
     )
@@ -379,9 +390,9 @@ def _dtype_name(pipe: Any) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """A stand-alone parser: ``python -m cheers.evaluation.cli BENCHMARK ...``."""
+    """A stand-alone parser: ``python -m cheers.evaluation BENCHMARK ...``."""
     parser = argparse.ArgumentParser(
-        prog="python -m cheers.evaluation.cli",
+        prog="python -m cheers.evaluation",
         description=_DESCRIPTION,
         formatter_class=_Formatter,
     )
@@ -397,7 +408,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheersError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -123,6 +123,10 @@ def to_canvas(image: Image.Image, canvas: int) -> Image.Image:
     colours). Upsampling uses ``NEAREST``: it invents no in-between colours (which could push
     edge pixels across the detector's foreground threshold) and for whole-number factors it is
     exactly area resampling.
+
+    ``canvas`` should be the side of the world the model was trained on: a 64-px world drawn at
+    128 px comes back exactly, whereas a 128-px world's 2-px gaps between objects would shrink
+    to 1 px at 64 and neighbours could merge into one component.
     """
     rgb = image.convert("RGB")
     if rgb.size == (canvas, canvas):

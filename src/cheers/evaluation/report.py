@@ -28,6 +28,7 @@ WRONG_RGB = (210, 40, 40)
 _BACKGROUND = (235, 235, 235)
 _TILE = (255, 255, 255)
 _TEXT = (20, 20, 20)
+_SEAM = (150, 150, 150)
 
 
 # ------------------------------------------------------------------------------------- JSON
@@ -106,6 +107,9 @@ def select_samples(samples: Sequence[EvalSample], max_cells: int) -> list[EvalSa
                 q.clear()  # this group's next unit no longer fits
         if not progressed:
             break
+    if not chosen:
+        # Not even one whole unit fits: show its first images rather than nothing.
+        return list(samples[: max(0, max_cells)])
     return [s for unit in sorted(chosen) for s in units[unit]]
 
 
@@ -115,9 +119,7 @@ def _ascii(text: str) -> str:
     return flat.encode("ascii", "replace").decode("ascii")
 
 
-def _wrap(
-    draw: ImageDraw.ImageDraw, text: str, font: Any, width: int, max_lines: int
-) -> list[str]:
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int, max_lines: int) -> list[str]:
     """Greedy word wrap to ``width`` pixels; the last kept line ends in ``...`` if cut."""
     if max_lines <= 0:
         return []
@@ -202,6 +204,10 @@ def make_grid(
                 continue
             scaled = im.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST)
             grid.paste(scaled, (x + border + j * cell, y + border))
+        if k == 2:
+            # A seam between source and result; it covers the result's blank left margin.
+            seam = x + border + cell
+            draw.line([seam, y + border, seam, y + border + cell - 1], fill=_SEAM)
         lines = _caption_lines(draw, s, font, tile_w - 4, text_lines)
         for n, line in enumerate(lines):
             draw.text((x + 2, y + cell + 2 * border + n * line_height), line, fill=_TEXT, font=font)
@@ -292,6 +298,10 @@ def format_table(result: Mapping[str, Any]) -> str:
             lines.append(f"  by pair: {parts}")
     timings = result.get("timings") or {}
     if "total_s" in timings:
-        per = [f"{v:.2f} {k.replace('_', '/')}" for k, v in timings.items() if k.startswith("s_per")]
+        per = [
+            f"{v:.2f} {k.replace('s_per_', 's/')}"
+            for k, v in timings.items()
+            if k.startswith("s_per")
+        ]
         lines.append(f"time: {timings['total_s']:.1f} s" + (f" ({per[0]})" if per else ""))
     return "\n".join(lines)

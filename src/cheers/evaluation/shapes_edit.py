@@ -92,7 +92,9 @@ def evaluate_editing(
         )
 
     pairs: list[EditPair] = benchmark_edits(seed, n, canvas)
-    jobs = [(pair, render(pair.source), item_seed(seed, "editing", i)) for i, pair in enumerate(pairs)]
+    jobs = [
+        (pair, render(pair.source), item_seed(seed, "editing", i)) for i, pair in enumerate(pairs)
+    ]
 
     items: list[dict[str, Any]] = []
     samples: list[EvalSample] = []

@@ -59,6 +59,7 @@ def evaluate_generation(
     heldout: bool = True,
     n_heldout: int | None = None,
     canvas: int = DEFAULT_CANVAS,
+    dummy_image: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Score ``pipe``'s text-to-image on the Shapes prompts, GenEval style.
@@ -79,7 +80,14 @@ def evaluate_generation(
             ``orange square``), reported apart under ``"heldout"``.
         n_heldout: held-out prompts per category (``colors``, ``color_attr``); default
             ``n_per_category``.
-        canvas: side of the canvas the images are judged at (the detector's world size).
+        canvas: side of the canvas the images are judged at: the Shapes world the model was
+            trained on. Outputs of another size are resized to it (area averaging down,
+            nearest neighbour up; see :func:`~cheers.evaluation.common.to_canvas`).
+        dummy_image: put a noise image in front of every prompt, as the pipeline does by
+            default (the released model's behaviour, spec §10); one fixed noise image drawn
+            from ``seed`` serves every prompt, so a prompt's result does not depend on its
+            batch-mates. ``False`` drops it (how text-to-image samples are laid out in
+            training).
         progress: show a progress bar on stderr.
 
     Returns:
@@ -113,11 +121,13 @@ def evaluate_generation(
             for i, spec in enumerate(heldout_prompts(seed, n_heldout))
         ]
 
-    # One fixed noise image stands in front of every prompt (the reference puts a fresh random
-    # one there); a per-call random one would tie a prompt's image to its batch-mates.
-    from cheers.image import make_dummy_image
+    # One fixed noise image stands in front of every prompt (the reference draws a fresh one
+    # per call): a per-call one would tie a prompt's image to its batch-mates.
+    dummy: Any = False
+    if dummy_image:
+        from cheers.image import make_dummy_image
 
-    dummy = make_dummy_image(torch.Generator("cpu").manual_seed(item_seed(seed, "dummy", 0)))
+        dummy = make_dummy_image(torch.Generator("cpu").manual_seed(item_seed(seed, "dummy", 0)))
 
     prompts_per_call = max(1, batch_size // images_per_prompt)
     items: list[dict[str, Any]] = []
@@ -191,6 +201,7 @@ def evaluate_generation(
             "time_shift": time_shift,
             "batch_size": batch_size,
             "canvas": canvas,
+            "dummy_image": dummy_image,
             "resolution": int(pipe.resolution),
             "resize": _resize_note(int(pipe.resolution), canvas),
         },
@@ -209,9 +220,7 @@ def evaluate_generation(
 
 
 def _per_image(items: list[dict[str, Any]]) -> list[tuple[PromptSpec, bool]]:
-    return [
-        (PromptSpec.from_dict(it["spec"]), ok) for it in items for ok in it["correct"]
-    ]
+    return [(PromptSpec.from_dict(it["spec"]), ok) for it in items for ok in it["correct"]]
 
 
 def _score(items: list[dict[str, Any]]) -> dict[str, Any]:
