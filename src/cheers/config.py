@@ -96,7 +96,11 @@ _SUB_CONFIGS: dict[str, type] = {
     "text_config": TextConfig,
 }
 # Fixed in the reference code (not in its config); written to config.json only when changed.
-_HEAD_DEFAULTS = {"semantic_head_layers": 7, "detail_head_layers": 3}
+_HEAD_DEFAULTS = {
+    "semantic_head_layers": 7,
+    "detail_head_layers": 3,
+    "dummy_image_prefix": True,
+}
 # Fields of the released file that describe the HF packaging, kept verbatim on a round trip.
 _RELEASE_METADATA: dict[str, Any] = {
     "architectures": ["Cheers"],
@@ -121,6 +125,9 @@ class CheersConfig:
     text_config: TextConfig = field(default_factory=TextConfig)
     semantic_head_layers: int = 7
     detail_head_layers: int = 3
+    # The released model was run with a random noise image in front of image-less requests
+    # (spec §10); models trained here see none, so inference follows this flag by default.
+    dummy_image_prefix: bool = True
     # Fields of the file we do not interpret (architectures, auto_map, torch_dtype, ...).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -165,6 +172,7 @@ class CheersConfig:
             ),
             semantic_head_layers=2,
             detail_head_layers=1,
+            dummy_image_prefix=False,
             extra=json.loads(json.dumps({**_RELEASE_METADATA, "torch_dtype": "float32"})),
         )
 
@@ -284,7 +292,10 @@ class CheersConfig:
             if key in _SUB_CONFIGS:
                 kwargs[key] = _sub_config_from_dict(_SUB_CONFIGS[key], key, value)
             elif key in _HEAD_DEFAULTS:
-                kwargs[key] = int(value)
+                expected = type(_HEAD_DEFAULTS[key])
+                if type(value) is not expected:
+                    raise ConfigError(f"{key} must be {expected.__name__}, got {value!r}")
+                kwargs[key] = value
             else:
                 extra[key] = value
         return cls(**kwargs, extra=extra).validate()

@@ -110,7 +110,7 @@ class CheersPipeline:
         num_images_per_prompt: int = 1,
         generator: GeneratorLike = None,
         latents: torch.Tensor | None = None,
-        dummy_image: ImageInput | bool = True,
+        dummy_image: ImageInput | bool | None = None,
         output_type: Literal["pil", "pt"] = "pil",
         progress: bool = False,
         callback: Callable[[int, int], None] | None = None,
@@ -128,7 +128,9 @@ class CheersPipeline:
             latents: initial noise (B·num_images_per_prompt, 4z, G, G) instead of drawing it.
             dummy_image: ``True`` encodes a random noise image in front of the prompt, as the
                 reference does for requests without an image (what the released model was run
-                with); an image uses that one instead (for exact comparisons); ``False`` drops it.
+                with); an image uses that one instead (for exact comparisons); ``False`` drops
+                it. ``None`` follows the model config's ``dummy_image_prefix`` (True for the
+                released model, False for models trained with this library).
             output_type: ``"pil"`` for PIL images, ``"pt"`` for a tensor in [0, 1].
             progress: show a progress bar over the denoising steps.
             callback: called as ``callback(step, total)`` after every step.
@@ -252,7 +254,7 @@ class CheersPipeline:
         temperature: float = 0.0,
         top_p: float = 1.0,
         generator: GeneratorLike = None,
-        dummy_image: ImageInput | bool = True,
+        dummy_image: ImageInput | bool | None = None,
     ) -> str | list[str]:
         """Text-only conversation: a prompt, a list of messages, or a list of either (batch).
 
@@ -291,9 +293,11 @@ class CheersPipeline:
         return torch.stack(batch).to(self.device)
 
     def _dummy_tokens(
-        self, n: int, dummy_image: ImageInput | bool, generator: torch.Generator | None
+        self, n: int, dummy_image: ImageInput | bool | None, generator: torch.Generator | None
     ) -> torch.Tensor | None:
         """LLM tokens of the placeholder image put in front of image-less requests, or None."""
+        if dummy_image is None:
+            dummy_image = self.model.config.dummy_image_prefix
         if dummy_image is False:
             return None
         if dummy_image is True:

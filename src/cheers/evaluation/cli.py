@@ -135,7 +135,10 @@ def _gen_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-dummy-image",
         action="store_true",
-        help="do not put a noise image in front of the prompts (the pipeline does by default)",
+        help=(
+            "do not put a noise image in front of the prompts (by default the model config's "
+            "dummy_image_prefix decides: on for the released model, off for models trained here)"
+        ),
     )
     _sampling_flags(
         p, shapes_gen.DEFAULT_STEPS, shapes_gen.DEFAULT_GUIDANCE, shapes_gen.DEFAULT_TIME_SHIFT
@@ -191,7 +194,7 @@ def _run_gen(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
         time_shift=args.shift,
         batch_size=args.batch_size,
         canvas=args.canvas,
-        dummy_image=not args.no_dummy_image,
+        dummy_image=False if args.no_dummy_image else None,
         progress=not args.no_progress,
         **_heldout(args),
     )

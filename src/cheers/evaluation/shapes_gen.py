@@ -59,7 +59,7 @@ def evaluate_generation(
     heldout: bool = True,
     n_heldout: int | None = None,
     canvas: int = DEFAULT_CANVAS,
-    dummy_image: bool = True,
+    dummy_image: bool | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Score ``pipe``'s text-to-image on the Shapes prompts, GenEval style.
@@ -83,8 +83,9 @@ def evaluate_generation(
         canvas: side of the canvas the images are judged at: the Shapes world the model was
             trained on. Outputs of another size are resized to it (area averaging down,
             nearest neighbour up; see :func:`~cheers.evaluation.common.to_canvas`).
-        dummy_image: put a noise image in front of every prompt, as the pipeline does by
-            default (the released model's behaviour, spec §10); one fixed noise image drawn
+        dummy_image: put a noise image in front of every prompt (the released model's
+            behaviour, spec §10); ``None`` follows the model config's ``dummy_image_prefix``
+            as the pipeline does. One fixed noise image drawn
             from ``seed`` serves every prompt, so a prompt's result does not depend on its
             batch-mates. ``False`` drops it (how text-to-image samples are laid out in
             training).
@@ -123,6 +124,9 @@ def evaluate_generation(
 
     # One fixed noise image stands in front of every prompt (the reference draws a fresh one
     # per call): a per-call one would tie a prompt's image to its batch-mates.
+    if dummy_image is None:
+        model = getattr(pipe, "model", None)
+        dummy_image = bool(getattr(getattr(model, "config", None), "dummy_image_prefix", False))
     dummy: Any = False
     if dummy_image:
         from cheers.image import make_dummy_image
