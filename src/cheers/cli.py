@@ -516,6 +516,19 @@ def _edit_flags(p: argparse.ArgumentParser) -> None:
     _add_model_flags(p)
 
 
+def _eval_flags(p: argparse.ArgumentParser) -> None:
+    from cheers.evaluation.cli import add_eval_flags
+
+    add_eval_flags(p)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Run a Shapes benchmark (see :mod:`cheers.evaluation.cli`)."""
+    from cheers.evaluation.cli import run_eval as evaluate
+
+    return evaluate(args)
+
+
 def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="CONFIG", help="the training config (a TOML file)")
     p.add_argument(
@@ -601,6 +614,19 @@ COMMANDS: dict[str, Command] = {
         ),
         add_flags=_edit_flags,
         run=run_edit,
+    ),
+    "eval": Command(
+        help="score a model on the Shapes benchmarks (generation, questions, editing)",
+        description=(
+            "Run a CPU benchmark on the procedural Shapes world and write report.json and\n"
+            "grid.png into --out: shapes-gen (GenEval-style prompts judged by a detector),\n"
+            "shapes-vqa (one-word questions) and shapes-edit (instructions).\n\n"
+            "examples:\n"
+            "  cheers eval shapes-gen --out reports/gen\n"
+            "  cheers eval shapes-vqa --model ./my-model --out reports/vqa --n 200"
+        ),
+        add_flags=_eval_flags,
+        run=run_eval,
     ),
     "train": Command(
         help="train or fine-tune a model from a TOML recipe",
