@@ -393,3 +393,15 @@ def test_small_tokenizer_json_conflicts(tmp_path: Path) -> None:
     small.save(str(tmp_path / "clash" / "tokenizer.json"))
     with pytest.raises(CheckpointError, match="'<image>' has id 2"):
         CheersTokenizer.from_folder(tmp_path / "clash")
+
+
+def test_compact_vocabulary_with_all_cheers_tokens_keeps_its_ids(tmp_path: Path) -> None:
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<image_gen>"]
+    tokens += ["<im_start>", "<im_end>", "<no_mean>"]
+    small = Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[]))
+    small.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in tokens])
+    (tmp_path / "compact").mkdir()
+    small.save(str(tmp_path / "compact" / "tokenizer.json"))
+    tok = CheersTokenizer.from_folder(tmp_path / "compact")
+    assert (tok.special.pad, tok.special.image, tok.special.no_mean) == (2, 5, 9)
+    assert tok.encode("<im_start><image><im_end>") == [7, 5, 8]

@@ -415,6 +415,29 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     return config
 
 
+def train_compact_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> CheersTokenizer:
+    """A small byte-level BPE with Qwen2's pre-tokenisation, trained on ``texts``.
+
+    For models trained from scratch on a narrow domain (the embedded Shapes model): the
+    embedding table and output projection shrink from 151,936 rows to ``vocab_size``. The
+    chat-template tokens and the five Cheers tokens are special tokens of it, every byte has a
+    token (any text still encodes), and training is deterministic.
+    """
+    from tokenizers import pre_tokenizers, trainers
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *(c for c, _ in CHEERS_TOKENS)]
+    tokenizer = Tokenizer.from_str(json.dumps(_QWEN2_PIPELINE))
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[AddedToken(t, normalized=False, special=True) for t in specials],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    config = {"added_tokens_decoder": {}, "chat_template": QWEN2_CHAT_TEMPLATE}
+    return CheersTokenizer(tokenizer, config)
+
+
 def _build_qwen2_tokenizer(vocab: Path, merges: Path) -> Tokenizer:
     try:
         bpe = models.BPE.from_file(
@@ -481,7 +504,14 @@ def _add_token(tokenizer: Tokenizer, token: AddedToken) -> None:
 
 
 def _ensure_cheers_tokens(tokenizer: Tokenizer) -> None:
-    """Append the five Cheers tokens (special, like the reference) or check their ids."""
+    """Append the five Cheers tokens (special, like the reference) or check their ids.
+
+    A compact vocabulary (smaller than Qwen2's, e.g. the embedded default model's) that already
+    holds all five tokens keeps its own ids: its model was trained with them.
+    """
+    ids = [tokenizer.token_to_id(content) for content, _ in CHEERS_TOKENS]
+    if None not in ids and tokenizer.get_vocab_size(with_added_tokens=True) < CHEERS_TOKENS[0][1]:
+        return
     for content, expected in CHEERS_TOKENS:
         existing = tokenizer.token_to_id(content)
         if existing is None:

@@ -1,0 +1,129 @@
+"""Reproduce the embedded default model: Shapes data → tokenizer → training → package.
+
+    python recipes/default/build.py              # everything, in ./build/default (resumable)
+    python recipes/default/build.py --install    # then copy the model into src/cheers/default_model
+
+Re-running continues an interrupted run from its latest checkpoint. See docs/default_model.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from cheers.config import CheersConfig, TextConfig, VAEConfig, VisionConfig
+from cheers.shapes.dataset import write_split
+from cheers.tokenizer import DEFAULT_SYSTEM_PROMPT, CheersTokenizer, train_compact_tokenizer
+
+HERE = Path(__file__).resolve().parent
+PACKAGE_MODEL = HERE.parents[1] / "src" / "cheers" / "default_model"
+MIX = {"understanding": 0.35, "generation": 0.5, "editing": 0.15}
+N_TRAIN, SEED, CANVAS, VOCAB = 40_000, 0, 64, 512
+
+
+def architecture(vocab_size: int) -> CheersConfig:
+    """Every part of Cheers, small: 64 px images, 8 px patches (16 LLM tokens per image)."""
+    return CheersConfig(
+        vae_encoder_config=VAEConfig(
+            resolution=CANVAS, ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=8
+        ),
+        vae_decoder_config=VAEConfig(
+            resolution=CANVAS, ch=32, ch_mult=(1, 1, 1), num_res_blocks=0, z_channels=8
+        ),
+        vision_representation_config=VisionConfig(
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            image_size=CANVAS,
+            patch_size=8,
+        ),
+        text_config=TextConfig(
+            vocab_size=vocab_size,
+            hidden_size=192,
+            intermediate_size=512,
+            num_hidden_layers=4,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+        ),
+        semantic_head_layers=2,
+        detail_head_layers=2,
+        dummy_image_prefix=False,
+        extra={"architectures": ["Cheers"], "model_type": "umm"},
+    ).validate()
+
+
+def build_data(work: Path) -> Path:
+    data = work / "data"
+    if not (data / "train.jsonl").is_file():
+        write_split(data, "train", N_TRAIN, seed=SEED, canvas=CANVAS, mix=MIX)
+    return data
+
+
+def build_tokenizer(work: Path, data: Path) -> Path:
+    folder = work / "tokenizer"
+    if not (folder / "tokenizer.json").is_file():
+        texts = [DEFAULT_SYSTEM_PROMPT, "system\n", "user\n", "assistant\n"]
+        with (data / "train.jsonl").open() as handle:
+            for line in handle:
+                texts += [turn["value"] for turn in json.loads(line)["conversations"]]
+        train_compact_tokenizer(texts, VOCAB).save(folder)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--work", default="build/default", help="working folder (default: %(default)s)"
+    )
+    parser.add_argument("--install", action="store_true", help="copy the result into the package")
+    args = parser.parse_args(argv)
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+
+    data = build_data(work)
+    tokenizer = build_tokenizer(work, data)
+    architecture(len(CheersTokenizer.from_folder(tokenizer))).save(work)
+    recipe = (HERE / "train.toml").read_text()
+    recipe = recipe.replace("@DATA@", str(data)).replace("@TOKENIZER@", str(tokenizer))
+    recipe = recipe.replace("@CONFIG@", str(work / "config.json")).replace(
+        "@OUT@", str(work / "run")
+    )
+    (work / "train.toml").write_text(recipe)
+
+    from cheers.training.recipe import TrainConfig
+    from cheers.training.trainer import Trainer, latest_checkpoint
+
+    config = TrainConfig.from_toml(work / "train.toml")
+    resume = latest_checkpoint(Path(config.run.output_dir) / "checkpoints") is not None
+    final = Trainer(config, resume=resume).run()
+    print(f"trained model: {final}")
+    if args.install:
+        install(final)
+    return 0
+
+
+def install(model_folder: Path) -> None:
+    """Copy weights, config and tokenizer into the package (weights in bfloat16 halve the size
+    of the repository; the model is loaded back in float32)."""
+    from cheers.checkpoint import load_model, save_model
+
+    model = load_model(model_folder)
+    staging = PACKAGE_MODEL.with_name(".default_model.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_model(model, staging)
+    CheersTokenizer.from_folder(model_folder).save(staging)
+    for name in ("vocab.json", "merges.txt"):  # tokenizer.json holds the same, keep one copy
+        (staging / name).unlink(missing_ok=True)
+    shutil.rmtree(PACKAGE_MODEL, ignore_errors=True)
+    staging.rename(PACKAGE_MODEL)
+    print(f"installed into {PACKAGE_MODEL}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
