@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_demo_writes_a_page_with_every_task(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "4"]) == 0
     page = capsys.readouterr().out.strip().splitlines()[-1]
     assert page.endswith("index.html")
-    text = open(page, encoding="utf-8").read()
+    text = Path(page).read_text(encoding="utf-8")
     assert text.count("<figure>") == 4 + 4 + 2  # generations, questions, edit source + result
     assert len(re.findall(r"data:image/png;base64,", text)) == 10
     for name in ["generate-0.png", "question-3.png", "edit-result.png"]:

@@ -1,0 +1,69 @@
+"""Learning curve of a training run: Shapes scores of saved model folders vs samples seen.
+
+    python recipes/default/curve.py build/default/curve/step-* --out docs/default_model_curve.json
+
+Each argument is a released-format model folder named ``step-NNNNNNN``; the number of samples
+is read from the run's metrics.csv when given (``--metrics``), else left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from cheers.evaluation import evaluate_generation, evaluate_understanding
+from cheers.pipeline import CheersPipeline
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("--metrics", type=Path, help="the run's metrics.csv (samples per step)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--n-per-category", type=int, default=5)
+    parser.add_argument("--n-questions", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    args = parser.parse_args(argv)
+
+    samples: dict[int, int] = {}
+    if args.metrics is not None:
+        with args.metrics.open() as handle:
+            total = 0
+            for row in csv.DictReader(handle):
+                if row["stage"] != "vae":
+                    total = int(row["samples"])
+                samples[int(row["step"])] = total
+    points = json.loads(args.out.read_text()) if args.out.is_file() else []
+    done = {p["step"] for p in points}
+    for folder in sorted(args.models):
+        step = int(folder.name.split("-")[-1])
+        if step in done:
+            continue
+        pipe = CheersPipeline.from_pretrained(folder)
+        gen = evaluate_generation(
+            pipe,
+            n_per_category=args.n_per_category,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            heldout=False,
+        )
+        vqa = evaluate_understanding(pipe, n=args.n_questions, heldout=False)
+        point = {
+            "step": step,
+            "joint_samples": samples.get(step),
+            "shapes_gen": gen["scores"],
+            "shapes_vqa": vqa["scores"]["overall"],
+        }
+        print(json.dumps(point))
+        points.append(point)
+        args.out.write_text(json.dumps(sorted(points, key=lambda p: p["step"]), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
