@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--metrics", type=Path, help="the run's metrics.csv (samples per step)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--stage", default="joint", help="the stage whose samples are counted")
     parser.add_argument("--n-per-category", type=int, default=5)
     parser.add_argument("--n-questions", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         with args.metrics.open() as handle:
             total = 0
             for row in csv.DictReader(handle):
-                if row["stage"] != "vae":
+                if row["stage"] == args.stage:
                     total = int(row["samples"])
                 samples[int(row["step"])] = total
     points = json.loads(args.out.read_text()) if args.out.is_file() else []
