@@ -16,6 +16,7 @@ from torch import nn
 
 from cheers.config import CheersConfig
 from cheers.layouts import tokens_to_feature_map, unmerge_2x2_tokens
+from cheers.modules.common import RMSNorm
 from cheers.modules.heads import FlowHead, HiGate, TimestepEmbedder
 from cheers.modules.language import KVCache, Qwen2Model
 from cheers.modules.projector import UndProjector
@@ -105,6 +106,8 @@ class Cheers(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
             elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
@@ -113,9 +116,6 @@ class Cheers(nn.Module):
             elif isinstance(module, nn.MultiheadAttention):
                 nn.init.normal_(module.in_proj_weight, std=std)
                 nn.init.zeros_(module.in_proj_bias)
-        for norm in self.modules():
-            if type(norm).__name__ == "RMSNorm":
-                nn.init.ones_(norm.weight)
         for head in (self.model.gen_projector, self.model.hi_projector):
             for block in [*head.diffusion_head_a, head.diffusion_head_b]:
                 nn.init.zeros_(block.adaLN_modulation[1].weight)

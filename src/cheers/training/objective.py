@@ -19,7 +19,6 @@ from torch import nn
 
 from cheers.data.examples import (
     DUMMY,
-    GENERATION,
     IGNORE,
     UNDERSTANDING,
     Example,
@@ -180,4 +179,4 @@ def _expand_labels(example: Example, tokens_per_image: int) -> torch.Tensor:
     return torch.tensor(out)
 
 
-__all__ = ["DUMMY", "GENERATION", "LossSums", "Objective", "TrainBatch", "make_batch"]
+__all__ = ["LossSums", "Objective", "TrainBatch", "make_batch"]

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from cheers.checkpoint import load_model, load_state_dict, save_state
+from cheers.checkpoint import load_model, save_state
 from cheers.config import CheersConfig
 from cheers.data.loader import BatchStream, StreamState, TrainingData
 from cheers.errors import CheckpointError, ConfigError
@@ -267,7 +267,7 @@ class Trainer:
                 bar.update(1)
             last = stage_step + 1 == stage.steps
             if stage.kind == "vae" and last:
-                self._finish_vae(wrapped, stage, seed)
+                self._finish_vae(wrapped, stage, seed, source.items)
             if (stage_step + 1) % self.config.run.save_every == 0 or last:
                 self._save(index, stage_step + 1, stream.state, optimizer)
         if bar is not None:
@@ -342,13 +342,15 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
-    def _finish_vae(self, wrapped: nn.Module, stage: StageConfig, seed: int) -> None:
-        images = vae_images(self.data.examples)
-        mine = list(range(len(images)))[: 64 * stage.batch_size]
+    def _finish_vae(
+        self, wrapped: nn.Module, stage: StageConfig, seed: int, images: list[tuple[str, str, str]]
+    ) -> None:
+        """Latent statistics over (at most) the first 64 batches of the stage's images."""
+        n = min(len(images), 64 * stage.batch_size)
 
         def batches():
-            for k in range(0, len(mine), stage.batch_size):
-                ids = mine[k : k + stage.batch_size]
+            for k in range(0, n, stage.batch_size):
+                ids = range(k, min(k + stage.batch_size, n))
                 yield make_vae_batch([(i, images[i]) for i in ids], self.model, seed)
 
         self.model.eval()
@@ -529,12 +531,3 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def load_checkpoint_model(path: str | Path) -> Cheers:
-    """The model of a training checkpoint folder (or its ``model`` subfolder)."""
-    path = Path(path)
-    return load_model(path / "model" if (path / "model").is_dir() else path)
-
-
-__all__ = ["Trainer", "latest_checkpoint", "load_checkpoint_model", "load_state_dict"]
