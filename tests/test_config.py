@@ -138,7 +138,7 @@ def _broken(**changes) -> dict:
         ({"vae_decoder_config__ch": 96}, "must equal 4·z_channels"),
         ({"vae_encoder_config__ch": 48}, "divisible by 32"),
         ({"vae_encoder_config__ch_mult": [1, 1, 1]}, "must equal the ViT patch_size"),
-        ({"vision_representation_config__image_size": 48}, "even side"),
+        ({"vision_representation_config__image_size": 48}, "divisible by token_merge"),
         ({"vision_representation_config__image_size": 50}, "not a multiple of patch_size"),
         ({"text_config__num_key_value_heads": 3}, "num_key_value_heads"),
         ({"vision_representation_config__num_attention_heads": 3}, "not divisible"),

@@ -10,9 +10,9 @@ from cheers.layouts import (
     feature_map_to_tokens,
     latent_depth_to_space,
     latent_space_to_depth,
-    merge_2x2_tokens,
+    merge_tokens,
     tokens_to_feature_map,
-    unmerge_2x2_tokens,
+    unmerge_tokens,
 )
 
 
@@ -32,20 +32,20 @@ def test_latent_space_to_depth_channel_order():
 def test_token_merge_is_position_major():
     grid, ch = 4, 3
     x = torch.randn(2, grid * grid, ch)
-    out = merge_2x2_tokens(x, grid)
+    out = merge_tokens(x, grid)
     half = grid // 2
     assert out.shape == (2, half * half, 4 * ch)
     for r, c, i, j, k in itertools.product(range(half), range(half), range(2), range(2), range(ch)):
         # spec §5: output token (r, c) row-major; feature (i·2 + j)·C + channel
         assert out[0, r * half + c, (i * 2 + j) * ch + k] == x[0, (2 * r + i) * grid + 2 * c + j, k]
-    assert torch.equal(unmerge_2x2_tokens(out, grid), x)
+    assert torch.equal(unmerge_tokens(out, grid), x)
 
 
 def test_semantic_head_unpatchify_goes_to_grid_cells():
     grid, ch = 6, 2
     half = grid // 2
     y = torch.randn(1, half * half, 4 * ch)
-    cells = unmerge_2x2_tokens(y, grid)
+    cells = unmerge_tokens(y, grid)
     for r, c, i, j, k in itertools.product(range(half), range(half), range(2), range(2), range(ch)):
         # spec §8: feature (i·2 + j)·C_vit + channel goes to cell (2r+i, 2c+j)
         assert (
@@ -60,3 +60,20 @@ def test_tokens_and_feature_maps_are_row_major():
         assert tokens[1, h * 4 + w, c] == x[1, c, h, w]
     square = torch.randn(1, 7, 4, 4)
     assert torch.equal(tokens_to_feature_map(feature_map_to_tokens(square), 4), square)
+
+
+def test_token_merge_of_any_cell_size():
+    """k×k merges (k = 1 is the no-compression ablation) follow the same index formula."""
+    for cell, grid, ch in ((1, 3, 2), (3, 6, 2)):
+        x = torch.randn(1, grid * grid, ch)
+        out = merge_tokens(x, grid, cell)
+        side = grid // cell
+        assert out.shape == (1, side * side, cell * cell * ch)
+        for r, c, i, j, k in itertools.product(
+            range(side), range(side), range(cell), range(cell), range(ch)
+        ):
+            source = x[0, (cell * r + i) * grid + cell * c + j, k]
+            assert out[0, r * side + c, (i * cell + j) * ch + k] == source
+        assert torch.equal(unmerge_tokens(out, grid, cell), x)
+    x = torch.randn(2, 16, 3)
+    assert torch.equal(merge_tokens(x, 4, 1), x)

@@ -3,6 +3,10 @@
     python recipes/default/build.py              # everything, in ./build/default (resumable)
     python recipes/default/build.py --install    # then copy the model into src/cheers/default_model
 
+Two training runs: ``train.toml`` (autoencoder, then the joint stage from scratch) and
+``more.toml`` (more joint training, initialised from the first run's final model).
+``--first-run-model FOLDER`` skips the first run and starts the second from FOLDER instead.
+
 Re-running continues an interrupted run from its latest checkpoint. See docs/default_model.md.
 """
 
@@ -82,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         "--work", default="build/default", help="working folder (default: %(default)s)"
     )
     parser.add_argument("--install", action="store_true", help="copy the result into the package")
+    parser.add_argument(
+        "--first-run-model",
+        type=Path,
+        help="skip train.toml and start more.toml from this model folder",
+    )
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -89,23 +98,33 @@ def main(argv: list[str] | None = None) -> int:
     data = build_data(work)
     tokenizer = build_tokenizer(work, data)
     architecture(len(CheersTokenizer.from_folder(tokenizer))).save(work)
-    recipe = (HERE / "train.toml").read_text()
-    recipe = recipe.replace("@DATA@", str(data)).replace("@TOKENIZER@", str(tokenizer))
-    recipe = recipe.replace("@CONFIG@", str(work / "config.json")).replace(
-        "@OUT@", str(work / "run")
-    )
-    (work / "train.toml").write_text(recipe)
-
-    from cheers.training.recipe import TrainConfig
-    from cheers.training.trainer import Trainer, latest_checkpoint
-
-    config = TrainConfig.from_toml(work / "train.toml")
-    resume = latest_checkpoint(Path(config.run.output_dir) / "checkpoints") is not None
-    final = Trainer(config, resume=resume).run()
+    fill = {
+        "@DATA@": str(data),
+        "@TOKENIZER@": str(tokenizer),
+        "@CONFIG@": str(work / "config.json"),
+        "@OUT@": str(work / "run"),
+    }
+    first = args.first_run_model.resolve() if args.first_run_model else train(work, "train", fill)
+    final = train(work, "more", {**fill, "@INIT@": str(first), "@OUT@": str(work / "run_more")})
     print(f"trained model: {final}")
     if args.install:
         install(final)
     return 0
+
+
+def train(work: Path, recipe_name: str, fill: dict[str, str]) -> Path:
+    """Run one recipe of this folder (continuing it from its latest checkpoint, if any)."""
+    from cheers.training.recipe import TrainConfig
+    from cheers.training.trainer import Trainer, latest_checkpoint
+
+    recipe = (HERE / f"{recipe_name}.toml").read_text()
+    for key, value in fill.items():
+        recipe = recipe.replace(key, value)
+    path = work / f"{recipe_name}.toml"
+    path.write_text(recipe)
+    config = TrainConfig.from_toml(path)
+    resume = latest_checkpoint(Path(config.run.output_dir) / "checkpoints") is not None
+    return Trainer(config, resume=resume).run()
 
 
 def install(model_folder: Path) -> None:

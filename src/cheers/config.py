@@ -100,6 +100,18 @@ _HEAD_DEFAULTS = {
     "semantic_head_layers": 7,
     "detail_head_layers": 3,
     "dummy_image_prefix": True,
+    "detail_injection": True,
+    "token_merge": 2,
+    "vit_input": "pixels",
+}
+VIT_INPUTS = ("pixels", "latents")
+# The paper's design choices measured in docs/ablations.md: each variant flips one switch of
+# CheersConfig (apply with ``dataclasses.replace(config, **ABLATIONS[name])``).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "no_injection": {"detail_injection": False},
+    "no_merge": {"token_merge": 1},
+    "latents_to_vit": {"vit_input": "latents"},
 }
 # Fields of the released file that describe the HF packaging, kept verbatim on a round trip.
 _RELEASE_METADATA: dict[str, Any] = {
@@ -128,6 +140,13 @@ class CheersConfig:
     # The released model was run with a random noise image in front of image-less requests
     # (spec §10); models trained here see none, so inference follows this flag by default.
     dummy_image_prefix: bool = True
+    # Ablation switches (docs/ablations.md); the defaults are the paper's architecture.
+    # detail_injection: the gate adds the ViT patch embeddings to the semantic head's output.
+    detail_injection: bool = True
+    # token_merge: side of the cell of ViT tokens merged into one LLM token (2 = 4× compression).
+    token_merge: int = 2
+    # vit_input: "pixels" (latent → decoder projector → ViT) or "latents" (latent → ViT directly).
+    vit_input: str = "pixels"
     # Fields of the file we do not interpret (architectures, auto_map, torch_dtype, ...).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -199,8 +218,8 @@ class CheersConfig:
 
     @property
     def tokens_per_image(self) -> int:
-        """LLM tokens per image after the 2×2 token merge (P in the spec)."""
-        return (self.grid_size // 2) ** 2
+        """LLM tokens per image after the token merge (P in the spec; G²/4 with the 2×2 merge)."""
+        return (self.grid_size // self.token_merge) ** 2
 
     def validate(self) -> CheersConfig:
         """Check every coupling of spec §11; raise :class:`ConfigError` naming the fix."""
@@ -242,11 +261,17 @@ class CheersConfig:
                 f"vision image_size ({vit.image_size}) is not a multiple of patch_size "
                 f"({vit.patch_size})"
             )
-        elif vit.grid_size % 2:
+        elif self.token_merge < 1:
+            problems.append(f"token_merge ({self.token_merge}) must be at least 1 (1 = no merge)")
+        elif vit.grid_size % self.token_merge:
             problems.append(
-                f"the ViT grid ({vit.grid_size}×{vit.grid_size}) must have an even side for "
-                "the 2×2 token merge; change image_size or patch_size"
+                f"the ViT grid ({vit.grid_size}×{vit.grid_size}) must be divisible by "
+                f"token_merge ({self.token_merge}) for the "
+                f"{self.token_merge}×{self.token_merge} token merge; change image_size or "
+                "patch_size"
             )
+        if self.vit_input not in VIT_INPUTS:
+            problems.append(f"vit_input must be one of {VIT_INPUTS}, not {self.vit_input!r}")
         if vit.hidden_size % vit.num_attention_heads:
             problems.append(
                 f"vision hidden_size ({vit.hidden_size}) is not divisible by its "

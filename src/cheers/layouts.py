@@ -21,18 +21,18 @@ def latent_depth_to_space(x: torch.Tensor) -> torch.Tensor:
     return rearrange(x, "b (c i j) h w -> b c (h i) (w j)", i=2, j=2)
 
 
-def merge_2x2_tokens(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """Row-major grid tokens (B, G·G, C) → (B, G/2·G/2, 4C), position-major features.
+def merge_tokens(x: torch.Tensor, grid: int, cell: int = 2) -> torch.Tensor:
+    """Row-major grid tokens (B, G·G, C) → (B, G/k·G/k, k²C), position-major features.
 
-    Output token (r, c) concatenates the inputs at (2r+i, 2c+j) with feature index
-    ``(i·2 + j)·C + channel``.
+    With the model's k = 2, output token (r, c) concatenates the inputs at (2r+i, 2c+j) with
+    feature index ``(i·2 + j)·C + channel``. k = 1 (the no-compression ablation) is the identity.
     """
-    return rearrange(x, "b (r i c j) d -> b (r c) (i j d)", i=2, j=2, r=grid // 2)
+    return rearrange(x, "b (r i c j) d -> b (r c) (i j d)", i=cell, j=cell, r=grid // cell)
 
 
-def unmerge_2x2_tokens(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """Inverse of :func:`merge_2x2_tokens`: (B, G/2·G/2, 4C) → (B, G·G, C)."""
-    return rearrange(x, "b (r c) (i j d) -> b (r i c j) d", i=2, j=2, r=grid // 2)
+def unmerge_tokens(x: torch.Tensor, grid: int, cell: int = 2) -> torch.Tensor:
+    """Inverse of :func:`merge_tokens`: (B, G/k·G/k, k²C) → (B, G·G, C)."""
+    return rearrange(x, "b (r c) (i j d) -> b (r i c j) d", i=cell, j=cell, r=grid // cell)
 
 
 def feature_map_to_tokens(x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ the semantic head, the gate and the detail head to a velocity in latent space.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from cheers.config import CheersConfig
-from cheers.layouts import tokens_to_feature_map, unmerge_2x2_tokens
+from cheers.layouts import tokens_to_feature_map, unmerge_tokens
 from cheers.modules.common import RMSNorm
 from cheers.modules.heads import FlowHead, HiGate, TimestepEmbedder
 from cheers.modules.language import KVCache, Qwen2Model
@@ -28,7 +29,8 @@ from cheers.modules.vision import VisionTransformer
 class ImageTokens:
     """What the unified vision tokenizer computes from one latent (spec §6)."""
 
-    pixel_hat: torch.Tensor  # (B, 3, H, W): the decoder projector's pixels
+    pixel_hat: torch.Tensor | None  # (B, 3, H, W): the decoder projector's pixels (None
+    # when the ViT reads latents)
     patch_embeds: torch.Tensor  # (B, G·G, C_vit): ViT patch + position embeddings
     vit_hidden: torch.Tensor  # (B, G·G, C_vit): ViT output
     tokens: torch.Tensor  # (B, P, D_llm): the LLM tokens
@@ -41,10 +43,10 @@ class Velocity:
     velocity: torch.Tensor  # (B, 4z, G, G)
     t_emb_1: torch.Tensor
     t_emb_2: torch.Tensor
-    gen_proj_out: torch.Tensor  # (B, P, 4·C_vit)
-    hi_gate_low: torch.Tensor  # (B, 4P, C_vit)
-    hi_gate_out: torch.Tensor  # (B, 4P, C_vit)
-    hi_proj_out: torch.Tensor  # (B, 4P, 4z)
+    gen_proj_out: torch.Tensor  # (B, P, k²·C_vit), k = token_merge
+    hi_gate_low: torch.Tensor  # (B, G·G, C_vit); G·G = 4P
+    hi_gate_out: torch.Tensor  # (B, G·G, C_vit)
+    hi_proj_out: torch.Tensor  # (B, G·G, 4z)
 
 
 class CheersModel(nn.Module):
@@ -53,15 +55,27 @@ class CheersModel(nn.Module):
     def __init__(self, cfg: CheersConfig) -> None:
         super().__init__()
         vit, text = cfg.vision_representation_config, cfg.text_config
+        cell = cfg.token_merge
         self.vae_model = VAE(cfg.vae_encoder_config, cfg.vae_decoder_config)
-        self.vae_decoder_projector = DecoderProjector(cfg.vae_decoder_config)
-        self.vision_representation = VisionTransformer(vit)
-        self.und_projector = UndProjector(vit.hidden_size, text.hidden_size)
+        if cfg.vit_input == "pixels":
+            self.vae_decoder_projector = DecoderProjector(cfg.vae_decoder_config)
+            self.vision_representation = VisionTransformer(vit)
+        else:  # ablation: the ViT patchifies the latent grid itself (1×1 patches, 4z channels)
+            self.vae_decoder_projector = None
+            self.vision_representation = VisionTransformer(
+                dataclasses.replace(
+                    vit,
+                    num_channels=cfg.latent_channels,
+                    image_size=cfg.grid_size,
+                    patch_size=1,
+                )
+            )
+        self.und_projector = UndProjector(vit.hidden_size, text.hidden_size, cell)
         self.language_model = Qwen2Model(text)
         self.time_embed = TimestepEmbedder(text.hidden_size, vit.hidden_size)
         self.gen_projector = FlowHead(
             dim=text.hidden_size,
-            out_dim=4 * vit.hidden_size,
+            out_dim=cell * cell * vit.hidden_size,
             depth=cfg.semantic_head_layers,
             num_heads=text.num_attention_heads,
             num_kv_heads=text.num_key_value_heads,
@@ -161,8 +175,13 @@ class Cheers(nn.Module):
     def image_tokens(self, latent: torch.Tensor) -> ImageTokens:
         """A (possibly noisy) latent x_t → pixels → ViT → LLM tokens (spec §6)."""
         m = self.model
-        pixel_hat = m.vae_decoder_projector(latent.to(self.dtype))
-        patch_embeds = m.vision_representation.embeddings(pixel_hat)
+        latent = latent.to(self.dtype)
+        if m.vae_decoder_projector is None:
+            pixel_hat = None
+            patch_embeds = m.vision_representation.embeddings(latent)
+        else:
+            pixel_hat = m.vae_decoder_projector(latent)
+            patch_embeds = m.vision_representation.embeddings(pixel_hat)
         vit_hidden = m.vision_representation.encode_embeddings(patch_embeds)
         grid = math.isqrt(patch_embeds.shape[1])
         tokens = m.und_projector(vit_hidden, grid)
@@ -199,16 +218,21 @@ class Cheers(nn.Module):
         ``patch_embeds`` are the ViT patch embeddings of the same x_t's pixels (the detail
         input of the gate); ``t`` has shape (B,).
         """
-        m = self.model
+        m, cell = self.model, self.config.token_merge
         p = image_hidden.shape[1]
-        grid = math.isqrt(4 * p)
+        grid = math.isqrt(p) * cell
         te1, te2 = m.time_embed(t)
         device = image_hidden.device
         sem = m.gen_projector(image_hidden, te1, torch.arange(p, device=device))
-        low = unmerge_2x2_tokens(sem, grid)
-        gated = m.hi_gate(low, patch_embeds.to(low.dtype))
-        # The reference tiles the detail head's RoPE positions 0..2P-1 twice over its 4P tokens.
-        positions = torch.arange(2 * p, device=device).repeat(2)
+        low = unmerge_tokens(sem, grid, cell)
+        high = patch_embeds.to(low.dtype) if self.config.detail_injection else None
+        gated = m.hi_gate(low, high)
+        if cell == 2:
+            # The reference tiles the detail head's RoPE positions 0..2P-1 twice over its 4P
+            # tokens.
+            positions = torch.arange(2 * p, device=device).repeat(2)
+        else:
+            positions = torch.arange(grid * grid, device=device)
         detail = m.hi_projector(gated, te2, positions)
         return Velocity(
             velocity=tokens_to_feature_map(detail, grid),

@@ -123,12 +123,17 @@ class FlowHead(nn.Module):
 
 
 class HiGate(nn.Module):
-    """Injects patch details: ``LayerNorm(low + g(low)·high)`` with a scalar gate per token."""
+    """Injects patch details: ``LayerNorm(low + g(low)·high)`` with a scalar gate per token.
+
+    ``high = None`` (the no-injection ablation) leaves ``LayerNorm(low)``.
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.gate = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, 1))
         self.layer_norm = nn.LayerNorm(dim)
 
-    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    def forward(self, low: torch.Tensor, high: torch.Tensor | None) -> torch.Tensor:
+        if high is None:
+            return self.layer_norm(low)
         return self.layer_norm(low + self.gate(low) * high)

@@ -666,13 +666,15 @@ def load_vae(model: Cheers, path: str | os.PathLike[str]) -> LoadReport:
     # projector must turn clean latents into the natural images the pretrained ViT expects from
     # the first step (a random decoder would feed it noise), and it denormalises the very same
     # latents, so it needs the same statistics. Training then adapts it to noisy latents.
+    # (A model whose ViT reads latents, cfg.vit_input = "latents", has no decoder projector.)
+    decoders = [VAE_PREFIX] + ([PROJECTOR_PREFIX] if cfg.vit_input == "pixels" else [])
     plan: dict[str, list[str]] = {}
     found: dict[str, tuple[str, tuple[int, ...]]] = {}
     for key, shape in shapes.items():
         if key.startswith("encoder."):
             targets = [VAE_PREFIX + key]
         elif key.startswith(("decoder.", "bn.")):
-            targets = [VAE_PREFIX + key, PROJECTOR_PREFIX + key]
+            targets = [prefix + key for prefix in decoders]
         else:
             report.ignored.append(key)
             continue

@@ -95,9 +95,10 @@ def finish_vae(model: Cheers, objective: nn.Module, batches: Iterator[VAEBatch])
         return
     mean = total / count
     var = (total_sq / count - mean.pow(2)).clamp(min=1e-8)
-    vae = model.model.vae_model
-    for bn in (vae.bn, model.model.vae_decoder_projector.bn):
+    vae, projector = model.model.vae_model, model.model.vae_decoder_projector
+    for bn in (vae.bn,) if projector is None else (vae.bn, projector.bn):
         bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
         bn.running_var.copy_(var.to(bn.running_var.dtype))
         bn.num_batches_tracked.fill_(1)
-    model.model.vae_decoder_projector.decoder.load_state_dict(vae.decoder.state_dict())
+    if projector is not None:
+        projector.decoder.load_state_dict(vae.decoder.state_dict())
