@@ -4,6 +4,7 @@ flipped, each trained with the same budget from the same start, then measured si
     python recipes/ablations/run.py                       # every variant (resumable)
     python recipes/ablations/run.py --variants baseline no_merge
     python recipes/ablations/run.py --report-only         # print the table of what is done
+    python recipes/ablations/run.py --task understanding  # (b), (c) on understanding data only
 
 Variants (``CheersConfig`` switches): ``baseline`` (the paper), ``no_injection``
 (``detail_injection = false``: no gated patch detail in the generation head), ``no_merge``
@@ -16,6 +17,10 @@ after the default recipe's autoencoder stages) and fresh weights elsewhere (seed
 ``joint.toml`` on the default model's training data. Measured: training throughput, losses on a
 fixed validation set (same t and noise for every variant), shapes-gen and shapes-vqa. Results go
 to ``--out`` (JSON) and a markdown table on stdout. See docs/ablations.md.
+
+``--task understanding`` trains on the understanding samples of the same data only (the
+comparisons that concern the understanding path, at a budget where answers leave the prior) and
+skips shapes-gen.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 VARIANTS = ABLATIONS
 N_VAL, VAL_SEED = 512, 1
+PROJECTOR_SUFFIX = "+projector"  # results of runs that also train the decoder projector
 
 
 def _default_recipe():
@@ -68,13 +74,19 @@ def initial_model(config: CheersConfig, autoencoder_from: Path) -> Cheers:
 
 
 def train_variant(
-    name: str, work: Path, data: Path, tokenizer: Path, base: Path, steps: int | None
+    name: str,
+    work: Path,
+    data: Path,
+    tokenizer: Path,
+    base: Path,
+    steps: int | None,
+    train_projector: bool = False,
 ) -> Path:
     """Train one variant (continuing from its latest checkpoint); returns its final model."""
     from cheers.training.recipe import TrainConfig
     from cheers.training.trainer import Trainer, latest_checkpoint
 
-    folder = work / name
+    folder = work / (f"{name}{PROJECTOR_SUFFIX}" if train_projector else name)
     init = folder / "init"
     if not (init / "config.json").is_file():
         config = dataclasses.replace(CheersConfig.from_json(base), **VARIANTS[name]).validate()
@@ -87,8 +99,31 @@ def train_variant(
     config = TrainConfig.from_toml(folder / "joint.toml")
     if steps is not None:
         config.stages[0].steps = steps
+    if train_projector:
+        config.stages[0].trainable = [*config.stages[0].trainable, "decoder_projector"]
     resume = latest_checkpoint(Path(config.run.output_dir) / "checkpoints") is not None
     return Trainer(config, resume=resume).run()
+
+
+def understanding_only(source: Path, target: Path) -> Path:
+    """The understanding records of the JSONL ``source`` (image paths made absolute) as
+    ``target``."""
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    with source.open() as handle:
+        for line in handle:
+            record = json.loads(line)
+            if "<image_gen>" in record["conversations"][-1]["value"] or "image" not in record:
+                continue
+            names = record["image"].split(",")
+            record["image"] = ", ".join(str(source.parent.resolve() / n.strip()) for n in names)
+            lines.append(json.dumps(record))
+    partial = target.with_suffix(".partial")
+    partial.write_text("\n".join(lines) + "\n")
+    partial.replace(target)
+    return target
 
 
 def validation_losses(model: Cheers, tokenizer: CheersTokenizer, val: Path) -> dict[str, float]:
@@ -108,7 +143,10 @@ def validation_losses(model: Cheers, tokenizer: CheersTokenizer, val: Path) -> d
             image += float(sums.image)
             text_count += sums.text_count
             image_count += sums.image_count
-    return {"val_text_loss": text / text_count, "val_image_loss": image / image_count}
+    return {
+        "val_text_loss": text / text_count,
+        "val_image_loss": image / image_count if image_count else None,
+    }
 
 
 def throughput(run: Path) -> float:
@@ -121,21 +159,24 @@ def throughput(run: Path) -> float:
 def measure(
     name: str, final: Path, run: Path, val: Path, n_per_category: int, n_questions: int
 ) -> dict[str, object]:
+    """Throughput, validation losses and the benchmarks (shapes-gen skipped when
+    ``n_per_category`` is 0)."""
     tokenizer = CheersTokenizer.from_folder(final)
     model = load_model(final, dtype=torch.float32)
     started = time.time()
     result: dict[str, object] = {
         "variant": name,
-        "switches": VARIANTS[name],
+        "switches": VARIANTS[name.removesuffix(PROJECTOR_SUFFIX)],
         "parameters": sum(p.numel() for p in model.parameters()),
         "llm_tokens_per_image": model.tokens_per_image,
         "train_samples_per_s": throughput(run),
     }
     result |= validation_losses(model, tokenizer, val)
     pipe = CheersPipeline(model, tokenizer)
-    gen = evaluate_generation(pipe, n_per_category=n_per_category, heldout=False)
+    if n_per_category:
+        gen = evaluate_generation(pipe, n_per_category=n_per_category, heldout=False)
+        result["shapes_gen"] = gen["scores"]
     vqa = evaluate_understanding(pipe, n=n_questions, heldout=False)
-    result["shapes_gen"] = gen["scores"]
     result["shapes_vqa"] = vqa["scores"]
     result["eval_seconds"] = round(time.time() - started, 1)
     return result
@@ -148,10 +189,12 @@ def table(results: list[dict]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        gen = r.get("shapes_gen", {}).get("overall")
+        flow = r["val_image_loss"]
         rows.append(
             f"| {r['variant']} | {r['llm_tokens_per_image']} | {r['train_samples_per_s']:.1f} "
-            f"| {r['val_text_loss']:.3f} | {r['val_image_loss']:.4f} "
-            f"| {r['shapes_gen']['overall']:.3f} | {r['shapes_vqa']['overall']:.3f} |"
+            f"| {r['val_text_loss']:.3f} | {'–' if flow is None else f'{flow:.4f}'} "
+            f"| {'–' if gen is None else f'{gen:.3f}'} | {r['shapes_vqa']['overall']:.3f} |"
         )
     return "\n".join(rows)
 
@@ -161,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--work", type=Path, default=Path("build/ablations"))
+    parser.add_argument("--task", choices=("all", "understanding"), default="all")
+    parser.add_argument("--work", type=Path, help="default: build/ablations[_understanding]")
     parser.add_argument(
         "--default-work",
         type=Path,
@@ -174,12 +218,24 @@ def main(argv: list[str] | None = None) -> int:
         default=ROOT / "src/cheers/default_model",
         help="model folder whose VAE (and decoder projector) every variant starts from",
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/results/ablations.json"))
+    parser.add_argument(
+        "--out", type=Path, help="default: docs/results/ablations[_understanding].json"
+    )
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--steps", type=int, help="override the budget (for a quick check)")
+    parser.add_argument(
+        "--train-decoder-projector",
+        action="store_true",
+        help="also train the decoder projector (frozen in joint.toml, as in the default recipe)",
+    )
     parser.add_argument("--n-per-category", type=int, default=10, help="shapes-gen prompts")
     parser.add_argument("--n-questions", type=int, default=200, help="shapes-vqa questions")
     args = parser.parse_args(argv)
+    suffix = "" if args.task == "all" else "_understanding"
+    args.work = args.work or Path(f"build/ablations{suffix}")
+    args.out = args.out or Path(f"docs/results/ablations{suffix}.json")
+    if args.task == "understanding":
+        args.n_per_category = 0
 
     recipe = _default_recipe()
     default_work = args.default_work.resolve()
@@ -188,23 +244,44 @@ def main(argv: list[str] | None = None) -> int:
     val = args.work.resolve() / "val"
     if not (val / "val.jsonl").is_file():
         write_split(val, "val", N_VAL, seed=VAL_SEED, canvas=recipe.CANVAS, mix=recipe.MIX)
+    val_file = val / "val.jsonl"
+    if args.task == "understanding":
+        work = args.work.resolve()
+        data = understanding_only(data / "train.jsonl", work / "data" / "train.jsonl").parent
+        val_file = understanding_only(val_file, work / "val_understanding" / "val.jsonl")
 
     results = json.loads(args.out.read_text()) if args.out.is_file() else []
-    for name in args.variants if not args.report_only else []:
+    suffix = PROJECTOR_SUFFIX if args.train_decoder_projector else ""
+    for variant in args.variants if not args.report_only else []:
+        name = variant + suffix
         if any(r["variant"] == name for r in results):
             continue
         work = args.work.resolve()
-        final = train_variant(name, work, data, tokenizer, args.autoencoder_from, args.steps)
+        final = train_variant(
+            variant,
+            work,
+            data,
+            tokenizer,
+            args.autoencoder_from,
+            args.steps,
+            args.train_decoder_projector,
+        )
         result = measure(
             name,
             final,
             work / name / "run",
-            val / "val.jsonl",
+            val_file,
             args.n_per_category,
             args.n_questions,
         )
         print(json.dumps(result), flush=True)
-        results = sorted([*results, result], key=lambda r: list(VARIANTS).index(r["variant"]))
+        results = sorted(
+            [*results, result],
+            key=lambda r: (
+                PROJECTOR_SUFFIX in r["variant"],
+                list(VARIANTS).index(r["variant"].removesuffix(PROJECTOR_SUFFIX)),
+            ),
+        )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

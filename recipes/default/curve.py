@@ -3,7 +3,13 @@
     python recipes/default/curve.py build/default/curve/step-* --out docs/default_model_curve.json
 
 Each argument is a released-format model folder named ``step-NNNNNNN``; the number of samples
-is read from the run's metrics.csv when given (``--metrics``), else left out.
+is read from the run's metrics.csv when given (``--metrics``), else left out. For the second
+run (more.toml), whose steps count from 0 again, ``--offset-step`` and ``--offset-samples`` add
+the first run's steps and joint samples:
+
+    python recipes/default/curve.py build/default/curve_more/step-* --stage joint_more \
+        --metrics build/default/run_more/metrics.csv --offset-step 4800 \
+        --offset-samples 96000 --out docs/results/curve.json
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, help="the run's metrics.csv (samples per step)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--stage", default="joint", help="the stage whose samples are counted")
+    parser.add_argument("--offset-step", type=int, default=0, help="added to every step")
+    parser.add_argument("--offset-samples", type=int, default=0, help="added to every count")
     parser.add_argument("--n-per-category", type=int, default=5)
     parser.add_argument("--n-questions", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
@@ -42,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     points = json.loads(args.out.read_text()) if args.out.is_file() else []
     done = {p["step"] for p in points}
     for folder in sorted(args.models):
-        step = int(folder.name.split("-")[-1])
+        run_step = int(folder.name.split("-")[-1])
+        step = run_step + args.offset_step
         if step in done:
             continue
         pipe = CheersPipeline.from_pretrained(folder)
@@ -56,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         vqa = evaluate_understanding(pipe, n=args.n_questions, heldout=False)
         point = {
             "step": step,
-            "joint_samples": samples.get(step),
+            "joint_samples": (
+                None if run_step not in samples else samples[run_step] + args.offset_samples
+            ),
             "shapes_gen": gen["scores"],
             "shapes_vqa": vqa["scores"]["overall"],
         }
