@@ -27,10 +27,11 @@ from cheers.model import Cheers
 from cheers.shapes.dataset import write_split
 from cheers.tokenizer import CheersTokenizer
 from cheers.training.objective import Objective, make_batch
+from cheers.training.recipe import MODULE_GROUPS, NEVER_TRAINED
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "src" / "cheers" / "default_model"
-VARIANTS = ABLATIONS
-FROZEN = ("model.vae_model.", "model.vae_decoder_projector.", "model.vision_representation.head.")
+# Frozen as in the default recipe's joint stage.
+FROZEN = (*MODULE_GROUPS["vae"], *MODULE_GROUPS["decoder_projector"], *NEVER_TRAINED)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = write_split(tmp, "train", args.batch * 4, seed=0, canvas=base.image_size)
         setups = {}
-        for name, switches in VARIANTS.items():
+        for name, switches in ABLATIONS.items():
             config = dataclasses.replace(base, **switches).validate()
             torch.manual_seed(0)
             model = Cheers(config).init_weights().train()
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|")
     baseline = statistics.median(rates["baseline"])
     for name, values in rates.items():
-        config = dataclasses.replace(base, **VARIANTS[name])
+        config = dataclasses.replace(base, **ABLATIONS[name])
         rate = statistics.median(values)
         print(f"| {name} | {config.tokens_per_image} | {rate:.1f} | {rate / baseline:.2f}× |")
     return 0

@@ -46,7 +46,6 @@ from cheers.tokenizer import CheersTokenizer
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-VARIANTS = ABLATIONS
 N_VAL, VAL_SEED = 512, 1
 PROJECTOR_SUFFIX = "+projector"  # results of runs that also train the decoder projector
 
@@ -89,7 +88,7 @@ def train_variant(
     folder = work / (f"{name}{PROJECTOR_SUFFIX}" if train_projector else name)
     init = folder / "init"
     if not (init / "config.json").is_file():
-        config = dataclasses.replace(CheersConfig.from_json(base), **VARIANTS[name]).validate()
+        config = dataclasses.replace(CheersConfig.from_json(base), **ABLATIONS[name]).validate()
         save_model(initial_model(config, base), init)
         CheersTokenizer.from_folder(tokenizer).save(init)
     recipe = (HERE / "joint.toml").read_text()
@@ -166,7 +165,7 @@ def measure(
     started = time.time()
     result: dict[str, object] = {
         "variant": name,
-        "switches": VARIANTS[name.removesuffix(PROJECTOR_SUFFIX)],
+        "switches": ABLATIONS[name.removesuffix(PROJECTOR_SUFFIX)],
         "parameters": sum(p.numel() for p in model.parameters()),
         "llm_tokens_per_image": model.tokens_per_image,
         "train_samples_per_s": throughput(run),
@@ -203,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=sorted(ABLATIONS), default=list(ABLATIONS))
     parser.add_argument("--task", choices=("all", "understanding"), default="all")
     parser.add_argument("--work", type=Path, help="default: build/ablations[_understanding]")
     parser.add_argument(
@@ -241,12 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     default_work = args.default_work.resolve()
     data = recipe.build_data(default_work)
     tokenizer = recipe.build_tokenizer(default_work, data)
-    val = args.work.resolve() / "val"
+    work = args.work.resolve()
+    val = work / "val"
     if not (val / "val.jsonl").is_file():
         write_split(val, "val", N_VAL, seed=VAL_SEED, canvas=recipe.CANVAS, mix=recipe.MIX)
     val_file = val / "val.jsonl"
     if args.task == "understanding":
-        work = args.work.resolve()
         data = understanding_only(data / "train.jsonl", work / "data" / "train.jsonl").parent
         val_file = understanding_only(val_file, work / "val_understanding" / "val.jsonl")
 
@@ -256,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
         name = variant + suffix
         if any(r["variant"] == name for r in results):
             continue
-        work = args.work.resolve()
         final = train_variant(
             variant,
             work,
@@ -279,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             [*results, result],
             key=lambda r: (
                 PROJECTOR_SUFFIX in r["variant"],
-                list(VARIANTS).index(r["variant"].removesuffix(PROJECTOR_SUFFIX)),
+                list(ABLATIONS).index(r["variant"].removesuffix(PROJECTOR_SUFFIX)),
             ),
         )
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -688,7 +688,7 @@ def load_vae(model: Cheers, path: str | os.PathLike[str]) -> LoadReport:
     elif "bn.num_batches_tracked" not in shapes:
         rule_keys.add("bn.num_batches_tracked")  # a counter only; never used in eval mode
     for key in rule_keys:
-        for prefix in (VAE_PREFIX, PROJECTOR_PREFIX):
+        for prefix in decoders:
             expected.pop(prefix + key, None)
     _raise_problems(
         f"the autoencoder {file} does not fit the model",
@@ -703,7 +703,7 @@ def load_vae(model: Cheers, path: str | os.PathLike[str]) -> LoadReport:
     _copy_all(model, tensors, plan, report)
     state = model.state_dict(keep_vars=True)
     with torch.no_grad():
-        ruled = [p + k for p in (VAE_PREFIX, PROJECTOR_PREFIX) for k in sorted(rule_keys)]
+        ruled = [p + k for p in decoders for k in sorted(rule_keys)]
         for key in (k for k in ruled if k in state):
             tensor = state[key]
             if key.endswith("quant_conv.weight"):
