@@ -171,6 +171,39 @@ def test_sigkill_then_resume_gives_the_same_losses(tmp_path):
     assert load_model(final).config.image_size == CANVAS
 
 
+def _append_stage(config: Path, name: str, steps: int) -> None:
+    text = config.read_text()
+    stage = f"""[[stages]]
+name = "{name}"
+trainable = ["language_model", "gen_projector"]
+steps = {steps}
+lr = 5e-4
+warmup = 0.0
+batch_size = 4
+guidance_dropout = 0.2
+
+[run]"""
+    config.write_text(text.replace("[run]", stage))
+
+
+def test_a_stage_appended_to_a_finished_run_continues_it(tmp_path):
+    """How the default recipe grows across sessions: finish a run, append a stage, --resume.
+    The result must equal a run that had the stage from the start."""
+    data = write_data(tmp_path / "data")
+    planned = write_config(data, "planned", vae_steps=2, joint_steps=3, save_every=100)
+    _append_stage(planned, "more", 3)
+    assert _train(planned).returncode == 0
+
+    grown = write_config(data, "grown", vae_steps=2, joint_steps=3, save_every=100)
+    assert _train(grown).returncode == 0
+    assert [s for s, _, _ in _losses(data / "grown")] == list(range(1, 6))
+    _append_stage(grown, "more", 3)
+    resumed = _train(grown, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "stage 3/3 'more'" in resumed.stdout
+    _assert_same_losses(_losses(data / "grown"), _losses(data / "planned"))
+
+
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_match_one(tmp_path, strategy):
     data = write_data(tmp_path / "data")
