@@ -37,12 +37,12 @@ import torch
 
 from cheers.checkpoint import load_model, save_model
 from cheers.config import ABLATIONS, CheersConfig
-from cheers.data.loader import DataSource, TrainingData
 from cheers.evaluation import evaluate_generation, evaluate_understanding
 from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline
 from cheers.shapes.dataset import write_split
 from cheers.tokenizer import CheersTokenizer
+from cheers.training.validation import validation_losses
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -125,29 +125,6 @@ def understanding_only(source: Path, target: Path) -> Path:
     return target
 
 
-def validation_losses(model: Cheers, tokenizer: CheersTokenizer, val: Path) -> dict[str, float]:
-    """Mean text and flow losses over the validation split, with fixed t and noise."""
-    from cheers.training.objective import Objective, make_batch
-
-    data = TrainingData([DataSource(str(val))], tokenizer, model.tokens_per_image, 256)
-    objective = Objective(model.eval())
-    text = image = 0.0
-    text_count = image_count = 0
-    items = list(enumerate(data.examples))
-    with torch.no_grad():
-        for start in range(0, len(items), 32):
-            batch = make_batch(items[start : start + 32], tokenizer, model.config, VAL_SEED, 0.0)
-            sums = objective(batch)
-            text += float(sums.text)
-            image += float(sums.image)
-            text_count += sums.text_count
-            image_count += sums.image_count
-    return {
-        "val_text_loss": text / text_count,
-        "val_image_loss": image / image_count if image_count else None,
-    }
-
-
 def throughput(run: Path) -> float:
     """Samples/s of the run's last (or only) session, from its metrics.csv."""
     with (run / "metrics.csv").open() as handle:
@@ -170,7 +147,8 @@ def measure(
         "llm_tokens_per_image": model.tokens_per_image,
         "train_samples_per_s": throughput(run),
     }
-    result |= validation_losses(model, tokenizer, val)
+    losses = validation_losses(model, tokenizer, val, seed=VAL_SEED)
+    result |= {"val_text_loss": losses.text, "val_image_loss": losses.flow}
     pipe = CheersPipeline(model, tokenizer)
     if n_per_category:
         gen = evaluate_generation(pipe, n_per_category=n_per_category, heldout=False)

@@ -10,6 +10,9 @@ the first run's steps and joint samples:
     python recipes/default/curve.py build/default/curve_more/step-* --stage joint_more \
         --metrics build/default/run_more/metrics.csv --offset-step 4800 \
         --offset-samples 96000 --out docs/results/curve.json
+
+``--val FILE`` adds validation losses on a fixed set (also to points already in ``--out``):
+text, flow, and the text loss with every question's image replaced by another question's.
 """
 
 from __future__ import annotations
@@ -19,8 +22,15 @@ import csv
 import json
 from pathlib import Path
 
+import torch
+
+from cheers.checkpoint import load_model
 from cheers.evaluation import evaluate_generation, evaluate_understanding
 from cheers.pipeline import CheersPipeline
+from cheers.tokenizer import CheersTokenizer
+from cheers.training.validation import validation_losses
+
+VAL_SEED = 1  # as in recipes/ablations/run.py: the same t and noise for every model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-questions", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument(
+        "--val",
+        type=Path,
+        help="a validation JSONL (build/ablations/val/val.jsonl) for the validation losses",
+    )
     args = parser.parse_args(argv)
 
     samples: dict[int, int] = {}
@@ -47,34 +62,53 @@ def main(argv: list[str] | None = None) -> int:
                 if row["stage"] == args.stage:
                     total = int(row["samples"])
                 samples[int(row["step"])] = total
-    points = json.loads(args.out.read_text()) if args.out.is_file() else []
-    done = {p["step"] for p in points}
+    points = {p["step"]: p for p in json.loads(args.out.read_text())} if args.out.is_file() else {}
     for folder in sorted(args.models):
         run_step = int(folder.name.split("-")[-1])
         step = run_step + args.offset_step
-        if step in done:
-            continue
-        pipe = CheersPipeline.from_pretrained(folder)
-        gen = evaluate_generation(
-            pipe,
-            n_per_category=args.n_per_category,
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance,
-            heldout=False,
-        )
-        vqa = evaluate_understanding(pipe, n=args.n_questions, heldout=False)
-        point = {
-            "step": step,
-            "joint_samples": (
-                None if run_step not in samples else samples[run_step] + args.offset_samples
-            ),
-            "shapes_gen": gen["scores"],
-            "shapes_vqa": vqa["scores"]["overall"],
-        }
+        point = points.get(step)
+        if point is None:
+            point = {
+                "step": step,
+                "joint_samples": (
+                    None if run_step not in samples else samples[run_step] + args.offset_samples
+                ),
+            }
+            point |= benchmarks(folder, args)
+        if args.val is not None and "val_flow_loss" not in point:
+            point |= validation(folder, args.val)
         print(json.dumps(point))
-        points.append(point)
-        args.out.write_text(json.dumps(sorted(points, key=lambda p: p["step"]), indent=2))
+        points[step] = point
+        args.out.write_text(json.dumps([points[k] for k in sorted(points)], indent=2) + "\n")
     return 0
+
+
+def benchmarks(folder: Path, args: argparse.Namespace) -> dict:
+    """The small shapes-gen and shapes-vqa sets."""
+    pipe = CheersPipeline.from_pretrained(folder)
+    gen = evaluate_generation(
+        pipe,
+        n_per_category=args.n_per_category,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        heldout=False,
+    )
+    vqa = evaluate_understanding(pipe, n=args.n_questions, heldout=False)
+    return {"shapes_gen": gen["scores"], "shapes_vqa": vqa["scores"]["overall"]}
+
+
+def validation(folder: Path, val: Path) -> dict:
+    """Validation losses (fixed t and noise); the text loss also with every question's image
+    replaced by another question's, which shows how much the answers rely on the image."""
+    model = load_model(folder, dtype=torch.float32)
+    tokenizer = CheersTokenizer.from_folder(folder)
+    own = validation_losses(model, tokenizer, val, seed=VAL_SEED)
+    shifted = validation_losses(model, tokenizer, val, seed=VAL_SEED, shift_images=True)
+    return {
+        "val_text_loss": own.text,
+        "val_flow_loss": own.flow,
+        "val_text_loss_other_images": shifted.text,
+    }
 
 
 if __name__ == "__main__":

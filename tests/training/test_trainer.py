@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conversations import GENERATED, QUESTION, write_jsonl
 
 from cheers.config import CheersConfig
 from cheers.shapes.render import Scene, ShapeObject, render
@@ -33,8 +34,7 @@ def write_data(folder: Path) -> Path:
         "blue_square": ("square", "blue"),
     }.items():
         render(_scene(shape, color)).save(folder / f"{name}.png")
-    q = "<im_start><image><im_end>\n"
-    gen = "<im_start><image_gen><im_end>"
+    q, gen = QUESTION, GENERATED
     rows = [
         ("red_circle.png", q + "What color is the circle?", "red"),
         ("blue_square.png", q + "What shape is the blue object?", "square"),
@@ -43,16 +43,7 @@ def write_data(folder: Path) -> Path:
         ("red_circle.png, blue_square.png", q + "make it a blue square", gen),
         (None, "Say hi.", "hi"),
     ]
-    lines = []
-    for i, (image, human, gpt) in enumerate(rows):
-        record = {
-            "id": str(i),
-            "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": gpt}],
-        }
-        if image:
-            record["image"] = image
-        lines.append(json.dumps(record))
-    (folder / "train.jsonl").write_text("\n".join(lines) + "\n")
+    write_jsonl(folder / "train.jsonl", rows)
     cfg = CheersConfig.tiny(image_size=CANVAS)
     cfg.save(folder)
     return folder
