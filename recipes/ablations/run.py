@@ -148,7 +148,13 @@ def measure(
         "train_samples_per_s": throughput(run),
     }
     losses = validation_losses(model, tokenizer, val, seed=VAL_SEED)
-    result |= {"val_text_loss": losses.text, "val_image_loss": losses.flow}
+    other = validation_losses(model, tokenizer, val, seed=VAL_SEED, shift_images=True)
+    result |= {
+        "val_text_loss": losses.text,
+        "val_image_loss": losses.flow,
+        # every question with another question's image: equal losses = the image is not used
+        "val_text_loss_other_images": other.text,
+    }
     pipe = CheersPipeline(model, tokenizer)
     if n_per_category:
         gen = evaluate_generation(pipe, n_per_category=n_per_category, heldout=False)
@@ -161,16 +167,18 @@ def measure(
 
 def table(results: list[dict]) -> str:
     rows = [
-        "| variant | LLM tokens / image | train samples/s | val text loss | val flow loss "
-        "| shapes-gen | shapes-vqa |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | LLM tokens / image | train samples/s | val text loss "
+        "| … with other images | val flow loss | shapes-gen | shapes-vqa |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         gen = r.get("shapes_gen", {}).get("overall")
         flow = r["val_image_loss"]
+        other = r.get("val_text_loss_other_images")
         rows.append(
             f"| {r['variant']} | {r['llm_tokens_per_image']} | {r['train_samples_per_s']:.1f} "
-            f"| {r['val_text_loss']:.3f} | {'–' if flow is None else f'{flow:.4f}'} "
+            f"| {r['val_text_loss']:.3f} | {'–' if other is None else f'{other:.3f}'} "
+            f"| {'–' if flow is None else f'{flow:.4f}'} "
             f"| {'–' if gen is None else f'{gen:.3f}'} | {r['shapes_vqa']['overall']:.3f} |"
         )
     return "\n".join(rows)
