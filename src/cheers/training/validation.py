@@ -93,7 +93,10 @@ def _shifted(examples: list[Example]) -> list[Example]:
         (i, j) for i, e in enumerate(examples) for j, r in enumerate(e.roles) if r == UNDERSTANDING
     ]
     if len(slots) < 2:
-        raise DataError("shift_images needs at least two understanding images in the set")
+        raise DataError(
+            "shift_images needs at least two understanding images in the set; use a set with "
+            "questions about images, or leave shift_images off"
+        )
     images = [list(e.images) for e in examples]
     for (i, j), (k, m) in zip(slots, slots[1:] + slots[:1], strict=True):
         images[i][j] = examples[k].images[m]
