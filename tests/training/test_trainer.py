@@ -194,6 +194,12 @@ def test_a_stage_appended_to_a_finished_run_continues_it(tmp_path):
     assert "stage 3/3 'more'" in resumed.stdout
     _assert_same_losses(_losses(data / "grown"), _losses(data / "planned"))
 
+    # Replacing a stage that already ran is refused, naming what changed.
+    grown.write_text(grown.read_text().replace('name = "joint"', 'name = "other"'))
+    refused = _train(grown, "--resume")
+    assert refused.returncode == 2
+    assert "'other'" in refused.stderr and "'joint'" in refused.stderr
+
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_match_one(tmp_path, strategy):

@@ -113,6 +113,7 @@ class Trainer:
                     f"--resume: no checkpoint in {self.ckpt_dir}; start without --resume"
                 )
             self.resume_state = json.loads((self.resume_dir / "trainer_state.json").read_text())
+            _check_stages_kept(self.resume_state, config, self.resume_dir)
         elif self.dist.main and (self.ckpt_dir / "latest").exists():
             raise CheckpointError(
                 f"{self.out} already holds a run; pass --resume to continue it or choose "
@@ -409,6 +410,7 @@ class Trainer:
                 "step": self.step,
                 "stage_index": index,
                 "stage_name": self.config.stages[index].name,
+                "stage_names": [stage.name for stage in self.config.stages[: index + 1]],
                 "stage_step": stage_step,
                 "stream": {"window_start": stream.window_start, "served": stream.served},
                 "param_groups": groups,
@@ -515,6 +517,21 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list[dict]) -
             g["betas"] = tuple(g["betas"])
         fixed.append(g)
     return {"state": state, "param_groups": fixed}
+
+
+def _check_stages_kept(state: dict, config: TrainConfig, checkpoint: Path) -> None:
+    """A resumed run may append stages, not replace the ones it has run (their state would be
+    attributed to another stage)."""
+    ran = state.get("stage_names")
+    if ran is None:  # checkpoints written before the names were recorded
+        return
+    now = [stage.name for stage in config.stages[: len(ran)]]
+    if now != ran:
+        raise CheckpointError(
+            f"--resume: {checkpoint} was written after the stages {ran}, but the config now "
+            f"lists {now} in their place; keep the stages that already ran as they were (new "
+            "ones can be appended at the end) or start a new run in another run.output_dir"
+        )
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
