@@ -22,15 +22,9 @@ import csv
 import json
 from pathlib import Path
 
-import torch
-
-from cheers.checkpoint import load_model
 from cheers.evaluation import evaluate_generation, evaluate_understanding
 from cheers.pipeline import CheersPipeline
-from cheers.tokenizer import CheersTokenizer
 from cheers.training.validation import validation_losses
-
-VAL_SEED = 1  # as in recipes/ablations/run.py: the same t and noise for every model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         run_step = int(folder.name.split("-")[-1])
         step = run_step + args.offset_step
         point = points.get(step)
+        needs_val = args.val is not None and (point is None or "val_flow_loss" not in point)
+        if point is not None and not needs_val:
+            continue
+        pipe = CheersPipeline.from_pretrained(folder)
         if point is None:
             point = {
                 "step": step,
@@ -74,18 +72,17 @@ def main(argv: list[str] | None = None) -> int:
                     None if run_step not in samples else samples[run_step] + args.offset_samples
                 ),
             }
-            point |= benchmarks(folder, args)
-        if args.val is not None and "val_flow_loss" not in point:
-            point |= validation(folder, args.val)
+            point |= benchmarks(pipe, args)
+        if needs_val:
+            point |= validation(pipe, args.val)
         print(json.dumps(point))
         points[step] = point
         args.out.write_text(json.dumps([points[k] for k in sorted(points)], indent=2) + "\n")
     return 0
 
 
-def benchmarks(folder: Path, args: argparse.Namespace) -> dict:
+def benchmarks(pipe: CheersPipeline, args: argparse.Namespace) -> dict:
     """The small shapes-gen and shapes-vqa sets."""
-    pipe = CheersPipeline.from_pretrained(folder)
     gen = evaluate_generation(
         pipe,
         n_per_category=args.n_per_category,
@@ -97,13 +94,12 @@ def benchmarks(folder: Path, args: argparse.Namespace) -> dict:
     return {"shapes_gen": gen["scores"], "shapes_vqa": vqa["scores"]["overall"]}
 
 
-def validation(folder: Path, val: Path) -> dict:
-    """Validation losses (fixed t and noise); the text loss also with every question's image
-    replaced by another question's, which shows how much the answers rely on the image."""
-    model = load_model(folder, dtype=torch.float32)
-    tokenizer = CheersTokenizer.from_folder(folder)
-    own = validation_losses(model, tokenizer, val, seed=VAL_SEED)
-    shifted = validation_losses(model, tokenizer, val, seed=VAL_SEED, shift_images=True)
+def validation(pipe: CheersPipeline, val: Path) -> dict:
+    """Validation losses (fixed t and noise: the default seed, as in recipes/ablations/run.py);
+    the text loss also with every question's image replaced by another question's, which shows
+    how much the answers rely on the image."""
+    own = validation_losses(pipe.model, pipe.tokenizer, val)
+    shifted = validation_losses(pipe.model, pipe.tokenizer, val, shift_images=True)
     return {
         "val_text_loss": own.text,
         "val_flow_loss": own.flow,

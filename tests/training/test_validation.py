@@ -88,7 +88,7 @@ def test_shift_gives_each_understanding_slot_the_next_ones_image(tmp_path, tok, 
     )
 
 
-def test_text_only_set_has_no_flow_term_to_compare(tmp_path, tok, model):
+def test_text_only_set_keeps_the_dummy_images_flow_term(tmp_path, tok, model):
     path = _write(tmp_path, [(None, "Say hi.", "hi"), (None, "Say bye.", "bye")])
     result = validation_losses(model, tok, path)
     assert result.text > 0
