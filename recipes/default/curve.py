@@ -11,8 +11,9 @@ the first run's steps and joint samples:
         --metrics build/default/run_more/metrics.csv --offset-step 4800 \
         --offset-samples 96000 --out docs/results/curve.json
 
-``--val FILE`` adds validation losses on a fixed set (also to points already in ``--out``):
-text, flow, and the text loss with every question's image replaced by another question's.
+``--val FILE`` adds validation losses on a fixed set (also to points already in ``--out``
+that lack them): text, flow, the text loss with every question's image replaced by another
+question's, and the flow loss with every text-to-image prompt replaced by another one.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         run_step = int(folder.name.split("-")[-1])
         step = run_step + args.offset_step
         point = points.get(step)
-        needs_val = args.val is not None and (point is None or "val_flow_loss" not in point)
+        needs_val = args.val is not None and (point is None or not point.keys() >= VAL_KEYS)
         if point is not None and not needs_val:
             continue
         pipe = CheersPipeline.from_pretrained(folder)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             point |= benchmarks(pipe, args)
         if needs_val:
-            point |= validation(pipe, args.val)
+            point |= validation(pipe, args.val, point)
         print(json.dumps(point))
         points[step] = point
         args.out.write_text(json.dumps([points[k] for k in sorted(points)], indent=2) + "\n")
@@ -94,17 +95,30 @@ def benchmarks(pipe: CheersPipeline, args: argparse.Namespace) -> dict:
     return {"shapes_gen": gen["scores"], "shapes_vqa": vqa["scores"]["overall"]}
 
 
-def validation(pipe: CheersPipeline, val: Path) -> dict:
-    """Validation losses (fixed t and noise: the default seed, as in recipes/ablations/run.py);
-    the text loss also with every question's image replaced by another question's, which shows
-    how much the answers rely on the image."""
-    own = validation_losses(pipe.model, pipe.tokenizer, val)
-    shifted = validation_losses(pipe.model, pipe.tokenizer, val, shift_images=True)
-    return {
-        "val_text_loss": own.text,
-        "val_flow_loss": own.flow,
-        "val_text_loss_other_images": shifted.text,
-    }
+VAL_KEYS = {
+    "val_text_loss",
+    "val_flow_loss",
+    "val_text_loss_other_images",
+    "val_flow_loss_other_prompts",
+}
+
+
+def validation(pipe: CheersPipeline, val: Path, point: dict) -> dict:
+    """The validation losses that ``point`` lacks (fixed t and noise: the default seed, as in
+    recipes/ablations/run.py). With every question's image replaced by another question's, the
+    text loss shows how much the answers rely on the image; with every text-to-image prompt
+    replaced by another one, the flow loss shows how much the drawings rely on the prompt."""
+    out = {}
+    if not {"val_text_loss", "val_flow_loss"} <= point.keys():
+        own = validation_losses(pipe.model, pipe.tokenizer, val)
+        out |= {"val_text_loss": own.text, "val_flow_loss": own.flow}
+    if "val_text_loss_other_images" not in point:
+        shifted = validation_losses(pipe.model, pipe.tokenizer, val, shift_images=True)
+        out["val_text_loss_other_images"] = shifted.text
+    if "val_flow_loss_other_prompts" not in point:
+        shifted = validation_losses(pipe.model, pipe.tokenizer, val, shift_prompts=True)
+        out["val_flow_loss_other_prompts"] = shifted.flow
+    return out
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Validation losses: independent of the batch size, and the image-shift control."""
+"""Validation losses: independent of the batch size, and the image- and prompt-shift controls."""
 
 from __future__ import annotations
 
@@ -88,6 +88,37 @@ def test_shift_gives_each_understanding_slot_the_next_ones_image(tmp_path, tok, 
     )
 
 
+def test_shifting_identical_prompts_changes_nothing(tmp_path, tok, model):
+    same = [("red.png", "a red square", GEN), ("blue.png", "a red square", GEN), MIXED[0]]
+    path = _write(tmp_path, same)
+    assert validation_losses(model, tok, path, shift_prompts=True) == validation_losses(
+        model, tok, path
+    )
+
+
+def test_prompt_shift_gives_each_text_to_image_sample_the_next_ones_prompt(tmp_path, tok, model):
+    # Three text-to-image samples (so that "next" differs from "previous"), a question and an
+    # edit between them: each text-to-image sample keeps its image and takes the next one's
+    # prompt, the last the first's; the question and the edit (it has an image to look at)
+    # stay as they are.
+    rows = [
+        ("red.png", "a red square", GEN),
+        MIXED[0],
+        ("blue.png", "a blue square", GEN),
+        MIXED[4],
+        ("white.png", "an empty canvas", GEN),
+    ]
+    by_hand = list(rows)
+    by_hand[0] = ("red.png", "a blue square", GEN)
+    by_hand[2] = ("blue.png", "an empty canvas", GEN)
+    by_hand[4] = ("white.png", "a red square", GEN)
+    shifted = validation_losses(model, tok, _write(tmp_path / "a", rows), shift_prompts=True)
+    assert shifted == validation_losses(model, tok, _write(tmp_path / "b", by_hand))
+    assert shifted.flow != pytest.approx(
+        validation_losses(model, tok, _write(tmp_path / "c", rows)).flow, rel=1e-6
+    )
+
+
 def test_text_only_set_keeps_the_dummy_images_flow_term(tmp_path, tok, model):
     path = _write(tmp_path, [(None, "Say hi.", "hi"), (None, "Say bye.", "bye")])
     result = validation_losses(model, tok, path)
@@ -100,6 +131,8 @@ def test_bad_arguments_are_named(tmp_path, tok, model):
     path = _write(tmp_path, MIXED[2:4])
     with pytest.raises(DataError, match="at least two understanding images"):
         validation_losses(model, tok, path, shift_images=True)
+    with pytest.raises(DataError, match="at least two text-to-image samples"):
+        validation_losses(model, tok, path, shift_prompts=True)
     with pytest.raises(DataError, match="batch_size"):
         validation_losses(model, tok, path, batch_size=0)
 

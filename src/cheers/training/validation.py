@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from cheers.data.examples import UNDERSTANDING, Example
+from cheers.data.examples import GENERATION, UNDERSTANDING, Example
 from cheers.data.loader import DataSource, TrainingData
 from cheers.errors import DataError
 from cheers.model import Cheers
@@ -45,6 +45,7 @@ def validation_losses(
     max_length: int = 256,
     image_root: str | None = None,
     shift_images: bool = False,
+    shift_prompts: bool = False,
 ) -> ValidationLosses:
     """The objective's losses over every sample of the JSONL file ``path``, without gradients.
 
@@ -52,8 +53,14 @@ def validation_losses(
     slot in the file (cyclically): the text loss then says how much the answers rely on the
     image at all (equal losses: the model answers from the question alone).
 
+    ``shift_prompts`` gives every text-to-image sample (one generated image, nothing to look
+    at) the prompt of the next such sample in the file (cyclically), keeping its own image, t
+    and noise: the flow loss then says how much generation relies on the prompt (equal losses:
+    the model draws the same whatever it is asked for).
+
     Raises:
-        DataError: when the file has no usable sample or ``batch_size`` < 1.
+        DataError: when the file has no usable sample, ``batch_size`` < 1, or a shift has
+            fewer than two samples to shift between.
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -63,7 +70,11 @@ def validation_losses(
         model.tokens_per_image,
         max_length,
     )
-    examples = _shifted(data.examples) if shift_images else data.examples
+    examples = data.examples
+    if shift_images:
+        examples = _shifted_images(examples)
+    if shift_prompts:
+        examples = _shifted_prompts(examples)
     objective = Objective(model)
     was_training = model.training
     model.eval()
@@ -88,7 +99,7 @@ def validation_losses(
     )
 
 
-def _shifted(examples: list[Example]) -> list[Example]:
+def _shifted_images(examples: list[Example]) -> list[Example]:
     slots = [
         (i, j) for i, e in enumerate(examples) for j, r in enumerate(e.roles) if r == UNDERSTANDING
     ]
@@ -103,6 +114,21 @@ def _shifted(examples: list[Example]) -> list[Example]:
     return [
         dataclasses.replace(e, images=tuple(im)) for e, im in zip(examples, images, strict=True)
     ]
+
+
+def _shifted_prompts(examples: list[Example]) -> list[Example]:
+    text_to_image = [i for i, e in enumerate(examples) if e.roles == (GENERATION,)]
+    if len(text_to_image) < 2:
+        raise DataError(
+            "shift_prompts needs at least two text-to-image samples in the set; use a set with "
+            "prompts to draw, or leave shift_prompts off"
+        )
+    out = list(examples)
+    for i, k in zip(text_to_image, text_to_image[1:] + text_to_image[:1], strict=True):
+        out[i] = dataclasses.replace(
+            examples[i], input_ids=examples[k].input_ids, labels=examples[k].labels
+        )
+    return out
 
 
 __all__ = ["ValidationLosses", "validation_losses"]
