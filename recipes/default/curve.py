@@ -13,7 +13,9 @@ the first run's steps and joint samples:
 
 ``--val FILE`` adds validation losses on a fixed set (also to points already in ``--out``
 that lack them): text, flow, the text loss with every question's image replaced by another
-question's, and the flow loss with every text-to-image prompt replaced by another one.
+question's, and the flow loss with every text-to-image prompt replaced by another one; and the
+mean norms of the LLM image tokens (of the set's first 32 images, half noised) and of the word
+embeddings.
 """
 
 from __future__ import annotations
@@ -23,8 +25,13 @@ import csv
 import json
 from pathlib import Path
 
+import torch
+
+from cheers.data.records import read_records
 from cheers.evaluation import evaluate_generation, evaluate_understanding
+from cheers.image import preprocess_generation
 from cheers.pipeline import CheersPipeline
+from cheers.training.token_scale import image_token_norm, word_embedding_norm
 from cheers.training.validation import validation_losses
 
 
@@ -100,6 +107,8 @@ VAL_KEYS = {
     "val_flow_loss",
     "val_text_loss_other_images",
     "val_flow_loss_other_prompts",
+    "image_token_norm",
+    "word_embedding_norm",
 }
 
 
@@ -118,6 +127,12 @@ def validation(pipe: CheersPipeline, val: Path, point: dict) -> dict:
     if "val_flow_loss_other_prompts" not in point:
         shifted = validation_losses(pipe.model, pipe.tokenizer, val, shift_prompts=True)
         out["val_flow_loss_other_prompts"] = shifted.flow
+    if "image_token_norm" not in point:
+        files = [path for record in read_records(val) for path in record.images][:32]
+        size = pipe.model.config.image_size
+        pixels = torch.stack([preprocess_generation(path, size) for path in files])
+        out["image_token_norm"] = image_token_norm(pipe.model, pixels)
+        out["word_embedding_norm"] = word_embedding_norm(pipe.model)
     return out
 
 
