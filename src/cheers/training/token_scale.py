@@ -3,9 +3,10 @@
 Nothing in the architecture normalises the understanding projector's output, and in a model
 trained from scratch the flow loss pushes it up: large image tokens carry x_t through the LLM
 unchanged, so the heads denoise well, but whatever attention adds at the image positions (the
-prompt) becomes a rounding error next to them. Text-to-image then ignores the prompt. The
-embedded default model's image tokens had grown to ~150× the norm of its word embeddings
-(docs/default_model.md). These functions measure that ratio and scale the tokens back.
+prompt) becomes small beside them, and text-to-image can ignore the prompt. The embedded
+default model's image tokens had grown to ~85× the mean norm of its word embeddings. These
+functions measure that ratio and scale the tokens back (rescaling alone did not make that
+model follow its prompts: docs/default_model.md).
 """
 
 from __future__ import annotations
