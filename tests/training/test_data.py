@@ -196,3 +196,38 @@ def test_split_invariant_sample_randomness(tmp_path, tok):
     assert torch.equal(whole.noise, torch.cat([h.noise for h in halves]))
     assert torch.equal(whole.t[:1], torch.ones(1))  # understanding image at t = 1
     assert whole.t[-1] == 0  # the text-only sample's dummy at t = 0
+
+
+def test_time_shift_moves_generation_times_through_the_samplers_shift(tmp_path, tok):
+    from cheers.config import CheersConfig
+    from cheers.training.objective import make_batch
+
+    records = read_records(_write(tmp_path, [UND, GEN, EDIT, TEXT]))
+    examples = [tokenize(r, tok, 1, 4096) for r in records]
+    cfg = CheersConfig.tiny(image_size=32)
+    items = list(zip(range(20, 24), examples, strict=True))
+    uniform = make_batch(items, tok, cfg, seed=3, guidance_dropout=0.0)
+    shifted = make_batch(items, tok, cfg, seed=3, guidance_dropout=0.0, time_shift=0.25)
+    # Slots: und (t = 1), gen, edit source (und, t = 1), edit target, dummy (t = 0).
+    generated = torch.tensor([False, True, False, True, False])
+    u = uniform.t[generated].double()
+    by_hand = 0.25 * u / (1 - 0.75 * u)  # α·u / (1 + (α−1)·u), α = 1/4
+    torch.testing.assert_close(shifted.t[generated].double(), by_hand)
+    assert bool((shifted.t[generated] < uniform.t[generated]).all())  # nearer noise
+    assert torch.equal(shifted.t[~generated], uniform.t[~generated])
+    assert torch.equal(shifted.noise, uniform.noise)
+
+
+def test_time_shift_must_be_positive(tmp_path):
+    from cheers.errors import ConfigError
+    from cheers.training.recipe import TrainConfig
+
+    raw = {
+        "model": {"preset": "tiny", "tokenizer": str(tmp_path)},
+        "data": {"files": ["train.jsonl"]},
+        "stages": [{"name": "joint", "steps": 1, "time_shift": 0.5}],
+    }
+    assert TrainConfig.from_dict(raw, base=tmp_path).stages[0].time_shift == 0.5
+    raw["stages"][0]["time_shift"] = 0.0
+    with pytest.raises(ConfigError, match="time_shift must be > 0"):
+        TrainConfig.from_dict(raw, base=tmp_path)

@@ -27,6 +27,7 @@ from cheers.data.examples import (
 )
 from cheers.errors import DataError
 from cheers.model import Cheers
+from cheers.sampling import time_shift as shift_time
 from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, omni_mask, splice
 from cheers.tokenizer import CheersTokenizer
 
@@ -56,8 +57,13 @@ def make_batch(
     seed: int,
     guidance_dropout: float,
     on_error: str = "fail",
+    time_shift: float = 1.0,
 ) -> TrainBatch:
-    """Preprocess images and draw t, x0 and the guidance dropout for (uid, example) pairs."""
+    """Preprocess images and draw t, x0 and the guidance dropout for (uid, example) pairs.
+
+    Generation targets get t = s(u) for u uniform, with the sampler's shift
+    s(u) = α·u / (1 + (α−1)·u) of α = ``time_shift`` (1: t uniform; below 1: nearer noise).
+    """
     r = model_config.image_size
     shape = (model_config.latent_channels, model_config.grid_size, model_config.grid_size)
     examples, pixels, ts, noises, skipped = [], [], [], [], []
@@ -82,7 +88,8 @@ def make_batch(
             elif role == DUMMY:
                 t = 0.0
             else:
-                t = float(torch.rand((), generator=g).clamp(T_EPS, 1 - T_EPS))
+                u = torch.rand((), generator=g).clamp(T_EPS, 1 - T_EPS)
+                t = float(u if time_shift == 1.0 else shift_time(u, time_shift))
             ts.append(t)
             noises.append(torch.randn(shape, generator=g))
         examples.append(example)

@@ -111,6 +111,9 @@ class StageConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
     guidance_dropout: float = 0.2
+    # t of generation targets: α·u / (1 + (α−1)·u), u uniform; α < 1 trains more near noise
+    # (the sampler's own shift, 0.5 by default); 1 is uniform.
+    time_shift: float = 1.0
     kl_weight: float = 1e-6  # "vae" stages only
 
     def trainable_groups(self) -> tuple[str, ...]:
@@ -250,6 +253,11 @@ class TrainConfig:
                 raise ConfigError(f"stage {stage.name!r}: warmup is a fraction in [0, 1)")
             if not 0 <= stage.guidance_dropout <= 1:
                 raise ConfigError(f"stage {stage.name!r}: guidance_dropout must be in [0, 1]")
+            if not stage.time_shift > 0:
+                raise ConfigError(
+                    f"stage {stage.name!r}: time_shift must be > 0 (1 samples t uniformly, "
+                    f"below 1 favours noise), got {stage.time_shift}"
+                )
 
 
 def _source(entry: Any, base: Path) -> DataSource:

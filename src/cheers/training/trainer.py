@@ -313,6 +313,7 @@ class Trainer:
                     seed,
                     stage.guidance_dropout,
                     self.config.data.bad_samples,
+                    time_shift=stage.time_shift,
                 )
                 self.skipped += batch.skipped
                 shares.append(batch)
