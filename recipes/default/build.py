@@ -3,9 +3,11 @@
     python recipes/default/build.py              # everything, in ./build/default (resumable)
     python recipes/default/build.py --install    # then copy the model into src/cheers/default_model
 
-Two training runs: ``train.toml`` (autoencoder, then the joint stage from scratch) and
-``more.toml`` (more joint training, initialised from the first run's final model).
-``--first-run-model FOLDER`` skips the first run and starts the second from FOLDER instead.
+Three training runs: ``train.toml`` (autoencoder, then the joint stage from scratch),
+``more.toml`` (more joint training, initialised from the first run's final model) and
+``shift.toml`` (joint training nearer noise, initialised from the second run's final model).
+``--first-run-model FOLDER`` skips the first run and starts the second from FOLDER instead;
+``--second-run-model FOLDER`` skips the first two and starts the third from FOLDER.
 
 Re-running continues an interrupted run from its latest checkpoint. See docs/default_model.md.
 """
@@ -91,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="skip train.toml and start more.toml from this model folder",
     )
+    parser.add_argument(
+        "--second-run-model",
+        type=Path,
+        help="skip train.toml and more.toml and start shift.toml from this model folder",
+    )
     args = parser.parse_args(argv)
+    if args.first_run_model and args.second_run_model:
+        parser.error("give --first-run-model or --second-run-model, not both")
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
 
@@ -104,8 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         "@CONFIG@": str(work / "config.json"),
         "@OUT@": str(work / "run"),
     }
-    first = args.first_run_model.resolve() if args.first_run_model else train(work, "train", fill)
-    final = train(work, "more", {**fill, "@INIT@": str(first), "@OUT@": str(work / "run_more")})
+    if args.second_run_model:
+        second = args.second_run_model.resolve()
+    else:
+        first = (
+            args.first_run_model.resolve() if args.first_run_model else train(work, "train", fill)
+        )
+        second = train(
+            work, "more", {**fill, "@INIT@": str(first), "@OUT@": str(work / "run_more")}
+        )
+    final = train(work, "shift", {**fill, "@INIT@": str(second), "@OUT@": str(work / "run_shift")})
     print(f"trained model: {final}")
     if args.install:
         install(final)
