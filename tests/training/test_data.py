@@ -182,14 +182,19 @@ def test_mixture_weights_and_resumable_stream(tmp_path, tok):
     assert max(lengths[0]) <= min(lengths[1]) or max(lengths[1]) <= min(lengths[0])
 
 
+def _one_of_each(tmp_path, tok, first_uid: int):
+    """(uid, example) pairs for a question, a caption, an edit and a text-only chat."""
+    records = read_records(_write(tmp_path, [UND, GEN, EDIT, TEXT]))
+    examples = [tokenize(r, tok, 1, 4096) for r in records]
+    return list(zip(range(first_uid, first_uid + 4), examples, strict=True))
+
+
 def test_split_invariant_sample_randomness(tmp_path, tok):
     from cheers.config import CheersConfig
     from cheers.training.objective import make_batch
 
-    records = read_records(_write(tmp_path, [UND, GEN, EDIT, TEXT]))
-    examples = [tokenize(r, tok, 1, 4096) for r in records]
     cfg = CheersConfig.tiny(image_size=32)
-    items = list(zip(range(10, 14), examples, strict=True))
+    items = _one_of_each(tmp_path, tok, 10)
     whole = make_batch(items, tok, cfg, seed=1, guidance_dropout=0.5)
     halves = [make_batch(items[:2], tok, cfg, 1, 0.5), make_batch(items[2:], tok, cfg, 1, 0.5)]
     assert torch.equal(whole.t, torch.cat([h.t for h in halves]))
@@ -202,10 +207,8 @@ def test_time_shift_moves_generation_times_through_the_samplers_shift(tmp_path, 
     from cheers.config import CheersConfig
     from cheers.training.objective import make_batch
 
-    records = read_records(_write(tmp_path, [UND, GEN, EDIT, TEXT]))
-    examples = [tokenize(r, tok, 1, 4096) for r in records]
     cfg = CheersConfig.tiny(image_size=32)
-    items = list(zip(range(20, 24), examples, strict=True))
+    items = _one_of_each(tmp_path, tok, 20)
     uniform = make_batch(items, tok, cfg, seed=3, guidance_dropout=0.0)
     shifted = make_batch(items, tok, cfg, seed=3, guidance_dropout=0.0, time_shift=0.25)
     # Slots: und (t = 1), gen, edit source (und, t = 1), edit target, dummy (t = 0).
