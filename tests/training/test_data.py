@@ -205,7 +205,7 @@ def test_split_invariant_sample_randomness(tmp_path, tok):
 
 def test_time_shift_moves_generation_times_through_the_samplers_shift(tmp_path, tok):
     from cheers.config import CheersConfig
-    from cheers.training.objective import make_batch
+    from cheers.training.objective import make_batch, sample_generator
 
     cfg = CheersConfig.tiny(image_size=32)
     items = _one_of_each(tmp_path, tok, 20)
@@ -213,6 +213,10 @@ def test_time_shift_moves_generation_times_through_the_samplers_shift(tmp_path, 
     shifted = make_batch(items, tok, cfg, seed=3, guidance_dropout=0.0, time_shift=0.25)
     # Slots: und (t = 1), gen, edit source (und, t = 1), edit target, dummy (t = 0).
     generated = torch.tensor([False, True, False, True, False])
+    # The caption (uid 21) draws its dropout, then its t: with α = 1 that uniform draw as is.
+    stream = sample_generator(3, 21)
+    torch.rand((), generator=stream)
+    assert uniform.t[1] == torch.rand((), generator=stream)
     u = uniform.t[generated].double()
     by_hand = 0.25 * u / (1 - 0.75 * u)  # α·u / (1 + (α−1)·u), α = 1/4
     torch.testing.assert_close(shifted.t[generated].double(), by_hand)

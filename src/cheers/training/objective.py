@@ -89,7 +89,7 @@ def make_batch(
                 t = 0.0
             else:
                 u = torch.rand((), generator=g).clamp(T_EPS, 1 - T_EPS)
-                t = float(u if time_shift == 1.0 else shift_time(u, time_shift))
+                t = float(shift_time(u, time_shift))  # α = 1 returns u exactly
             ts.append(t)
             noises.append(torch.randn(shape, generator=g))
         examples.append(example)
