@@ -51,13 +51,12 @@ keep_last = 1
 """
 
 
-def run(command: list[str], threads: int, config: Path) -> dict[str, float]:
+def run(command: list[str], threads: int, config: Path, out: Path) -> dict[str, float]:
+    """Train ``config`` (whose output_dir is ``out``); its rate past SKIP steps and last loss."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
     done = subprocess.run([*command, str(config), "--no-progress"], env=env, capture_output=True)
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr.decode()[-3000:]}")
-    text = config.read_text()
-    out = Path(text.split('output_dir = "')[1].split('"')[0])
     with (out / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     first, last = rows[SKIP - 1], rows[-1]
@@ -88,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             ),
             f"{args.cores} processes × 1 thread (DDP)": (
                 [
-                    "torchrun",
+                    sys.executable,  # torchrun of this interpreter, whatever is on PATH
+                    "-m",
+                    "torch.distributed.run",
                     "--standalone",
                     f"--nproc-per-node={args.cores}",
                     "-m",
@@ -100,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         results = {}
         for i, (name, (command, threads)) in enumerate(layouts.items()):
-            config = work / f"run{i}.toml"
-            config.write_text(recipe(data, work / f"run{i}", args.steps, args.batch))
-            results[name] = run(command, threads, config)
+            config, out = work / f"run{i}.toml", work / f"run{i}"
+            config.write_text(recipe(data, out, args.steps, args.batch))
+            results[name] = run(command, threads, config, out)
             print(f"{name:34s} {results[name]['samples_per_s']:6.1f} samples/s", flush=True)
     single, ddp = results.values()
     print(f"DDP / single process: {ddp['samples_per_s'] / single['samples_per_s']:.2f}×")
