@@ -5,6 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from cheers.shapes.render import size_range
@@ -48,3 +49,18 @@ def test_probe_runs_on_the_embedded_model(tmp_path, capsys):
     assert all(0 <= report[s][k] <= 1 for s in stages for k in ("shape", "colour"))
     assert report["llm_image_tokens"]["features"] == 16 * 192  # 16 tokens of the LLM's width
     assert "llm_image_tokens" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--n-train", "1"], "--n-train must be at least 2, got 1"),
+        (["--n-test", "0"], "--n-test must be at least 1, got 0"),
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+    ],
+)
+def test_bad_sizes_are_refused_by_name(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _load_probe().main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

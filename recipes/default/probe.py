@@ -87,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--out", type=Path, help="also write the accuracies as JSON here")
     args = parser.parse_args(argv)
+    for flag, value, least in (("--n-train", args.n_train, 2), ("--n-test", args.n_test, 1)):
+        if value < least:
+            parser.error(f"{flag} must be at least {least}, got {value}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
