@@ -33,7 +33,7 @@ import multiprocessing as mp
 import os
 import queue
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -351,7 +351,10 @@ def write_json(path: Path, data) -> None:
 # ----------------------------------------------------------------------------------- main
 def train(args: argparse.Namespace) -> Path:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    phases = DESIGNS[args.design]
+    phases = tuple(
+        replace(p, **{k: v for k, v in (("lr", args.lr), ("time_shift", args.time_shift)) if v})
+        for p in DESIGNS[args.design]
+    )
     tokenizer = CheersTokenizer.from_folder(args.tokenizer)
     model = build_model(args.init, args.vae_from, args.seed).to(device).train()
     canvas = model.config.vae_encoder_config.resolution
@@ -456,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=float, default=45.0, help="seconds")
     parser.add_argument("--val-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=None, help="every phase's peak lr")
+    parser.add_argument("--time-shift", type=float, default=None,
+                        help="every phase's shift α of the generation targets' t")
     parser.add_argument("--device", default=None, help="default: cuda when there is one")
     parser.add_argument("--init", type=Path, default=None,
                         help="start every weight from this model folder instead of scratch")
