@@ -13,6 +13,8 @@ phase of a design gets a share of ``--minutes``, and the learning rate follows t
 Designs (``DESIGNS``):
 
 - ``joint`` — everything but the VAE from the first step, on the full mix;
+- ``talk`` — for ``--init``: a trained model fine-tuned on a mix with more small talk and
+  scene descriptions;
 - ``curriculum`` — the paper's order: understanding first (ViT, projectors and LLM on
   questions, scene descriptions and small talk), then the generation heads alone with the LLM
   frozen, then everything jointly.
@@ -38,24 +40,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cheers.checkpoint import load_model, save_state
-from cheers.data.examples import (
-    DUMMY,
-    GENERATION,
-    IGNORE,
-    apply_guidance_dropout,
-    tokenize,
-)
+from cheers.data.examples import DUMMY, apply_guidance_dropout, tokenize
 from cheers.data.records import Record
 from cheers.model import Cheers
-from cheers.sampling import time_shift
-from cheers.sequence import IMAGE_PLACEHOLDER, omni_mask
 from cheers.shapes.dataset import IMAGE_PROMPT, make_sample
 from cheers.shapes.render import render_array, sample_scene
 from cheers.shapes.talk import describe_scene, sample_describe_question, sample_small_talk
 from cheers.tokenizer import CheersTokenizer
+from cheers.training.packed import (
+    PackedRow,
+    collate,
+    draw_t,
+    pack_example,
+    packed_losses,
+    rows_right,
+    to_device,
+)
 from cheers.training.recipe import MODULE_GROUPS, NEVER_TRAINED
 
 PACKAGE_MODEL = Path(__file__).resolve().parents[2] / "src" / "cheers" / "default_model"
@@ -69,6 +71,14 @@ MIXES: dict[str, dict[str, float]] = {
         "chat": 0.05,
         "generation": 0.4,
         "editing": 0.15,
+    },
+    # Teaching a trained model to talk and describe, without letting the rest slip.
+    "talk": {
+        "understanding": 0.25,
+        "describe": 0.15,
+        "chat": 0.15,
+        "generation": 0.35,
+        "editing": 0.1,
     },
 }
 SEEING = ("decoder_projector", "vision", "und_projector", "language_model", "embeddings")
@@ -95,6 +105,8 @@ DESIGNS: dict[str, tuple[Phase, ...]] = {
         Phase("generate", 0.15, HEADS, "generate"),
         Phase("joint", 0.60, SEEING + HEADS, "joint", lr=7e-4),
     ),
+    # For --init: a trained model fine-tuned on the mix with small talk and descriptions.
+    "talk": (Phase("talk", 1.0, SEEING + HEADS, "talk", lr=3e-4, time_shift=0.3),),
 }
 
 
@@ -119,63 +131,25 @@ def draw_samples(rng: np.random.Generator, mix: dict[str, float], n: int, canvas
 
 
 def encode(
-    sample: tuple[list, list],
-    tokenizer: CheersTokenizer,
-    tokens_per_image: int,
-    dropped: bool,
-) -> tuple[list[int], list[int], list[int], list, list[bool]]:
-    """One sample as (ids, target, block, scenes, noised), every image slot expanded to its P
-    positions: ``block`` is −1 for text and k for the k-th image (the omni mask's input),
-    ``target[i]`` the label of position i + 1, ``noised`` marks generation targets."""
+    sample: tuple[list, list], tokenizer: CheersTokenizer, tokens_per_image: int, dropped: bool
+) -> tuple[PackedRow, list]:
+    """A drawn sample as a packed row (unconditional if ``dropped`` and a generation sample),
+    with its scenes."""
     messages, scenes = sample
     record = Record("s", tuple(Path(f"{j}") for j in range(len(scenes))), tuple(messages), "s")
     example = tokenize(record, tokenizer, tokens_per_image, max_length=10_000)
     if example.roles == (DUMMY,):  # the embedded model has no dummy image (its config)
-        example = type(example)(example.input_ids[1:], example.labels[1:], (), (), "s")
+        example = replace(example, input_ids=example.input_ids[1:], labels=example.labels[1:],
+                          roles=(), images=())
     if example.is_generation and dropped:
         example = apply_guidance_dropout(example, tokenizer)
-    ids, labels, block, slot = [], [], [], 0
-    for tok, lab in zip(example.input_ids, example.labels, strict=True):
-        if tok == IMAGE_PLACEHOLDER:
-            ids += [0] * tokens_per_image
-            labels += [IGNORE] * tokens_per_image
-            block += [slot] * tokens_per_image
-            slot += 1
-        else:
-            ids.append(tok)
-            labels.append(lab)
-            block.append(-1)
-    noised = [role == GENERATION for role in example.roles]
-    return ids, [*labels[1:], IGNORE], block, scenes, noised
+    return pack_example(example, tokens_per_image), scenes
 
 
-def collate(rows: list) -> dict[str, np.ndarray]:
-    """Encoded samples as left-padded arrays, and every image rendered, in order."""
-    length, b = max(len(r[0]) for r in rows), len(rows)
-    out = {
-        "ids": np.zeros((b, length), np.int64),
-        "target": np.full((b, length), IGNORE, np.int64),
-        "block": np.full((b, length), -1, np.int64),
-        "valid": np.zeros((b, length), bool),
-    }
-    for i, (ids, target, block, _, _) in enumerate(rows):
-        n = len(ids)
-        out["ids"][i, length - n :] = ids
-        out["target"][i, length - n :] = target
-        out["block"][i, length - n :] = block
-        out["valid"][i, length - n :] = True
-    images = [render_array(scene) for r in rows for scene in r[3]]
-    out["images"] = np.stack(images) if images else np.zeros((0, 1, 1, 3), np.uint8)
-    out["noised"] = np.array([x for r in rows for x in r[4]], bool)
-    return out
-
-
-def pack(samples, tokenizer, tokens_per_image, rng, guidance_dropout) -> dict[str, np.ndarray]:
-    """A batch of samples, in their order."""
-    rows = [
-        encode(s, tokenizer, tokens_per_image, rng.random() < guidance_dropout) for s in samples
-    ]
-    return collate(rows)
+def pack(encoded: list[tuple[PackedRow, list]]) -> dict[str, np.ndarray]:
+    """Encoded samples as a packed batch, their scenes rendered."""
+    images = [render_array(scene) for _, scenes in encoded for scene in scenes]
+    return collate([row for row, _ in encoded], images)
 
 
 @dataclass(frozen=True)
@@ -204,9 +178,9 @@ def produce(worker: int, spec: DataSpec, out: mp.Queue, phase: mp.Value) -> None
             encode(sample, tokenizer, spec.tokens_per_image, rng.random() < p.guidance_dropout)
             for sample in draw_samples(rng, MIXES[p.mix], spec.batch_size * spec.group, spec.canvas)
         ]
-        rows.sort(key=lambda r: len(r[0]))
+        rows.sort(key=lambda r: len(r[0][0]))
         for i in rng.permutation(spec.group):
-            batch = collate(rows[i * spec.batch_size : (i + 1) * spec.batch_size])
+            batch = pack(rows[i * spec.batch_size : (i + 1) * spec.batch_size])
             batch["phase"] = current
             while phase.value == current:
                 try:
@@ -214,53 +188,6 @@ def produce(worker: int, spec: DataSpec, out: mp.Queue, phase: mp.Value) -> None
                     break
                 except queue.Full:
                     continue
-
-
-# ------------------------------------------------------------------------------- GPU step
-def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    out = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()
-           if isinstance(v, np.ndarray)}
-    out["pixels"] = out.pop("images").permute(0, 3, 1, 2).float() / 255
-    return out
-
-
-def forward(
-    model: Cheers, b: dict[str, torch.Tensor], t: torch.Tensor, x0: torch.Tensor, heads: bool
-) -> dict[str, torch.Tensor]:
-    """Summed losses of a packed batch; ``t`` and ``x0`` per image (t = 1: understanding)."""
-    d = model.config.text_config.hidden_size
-    with torch.no_grad():
-        x1 = model.encode_latent(b["pixels"]).float()
-    tt = t[:, None, None, None]
-    image = model.image_tokens(tt * x1 + (1 - tt) * x0)
-    embeds = model.embed(b["ids"]).reshape(-1, d)
-    where = (b["block"].reshape(-1) >= 0).nonzero()[:, 0]
-    embeds = embeds.index_copy(0, where, image.tokens.reshape(-1, d).to(embeds.dtype))
-    embeds = embeds.reshape(*b["ids"].shape, d)
-    positions = (b["valid"].long().cumsum(1) - 1).clamp(min=0)
-    hidden = model.transformer(embeds, positions, omni_mask(b["block"], b["valid"]))
-    chosen = b["target"] != IGNORE
-    logits = model.logits(hidden[chosen]).float()
-    target = b["target"][chosen]
-    out = {
-        "text": F.cross_entropy(logits, target, reduction="sum"),
-        "text_n": chosen.sum(),
-        "right": (logits.argmax(-1) == target),
-        "chosen": chosen,
-    }
-    if heads and len(t):
-        image_hidden = hidden.reshape(-1, d)[where].reshape(len(t), -1, d)
-        v = model.velocity(image_hidden, image.patch_embeds, t).velocity.float()
-        goal = torch.where(tt == 1, torch.zeros_like(x1), x1 - x0)
-        out["image"] = (v - goal).pow(2).sum()
-        out["image_n"] = torch.tensor(v.numel(), device=v.device)
-        out["image_each"] = (v - goal).pow(2).flatten(1).mean(1)
-    return out
-
-
-def draw_t(noised: torch.Tensor, alpha: float, g: torch.Generator | None = None) -> torch.Tensor:
-    u = torch.rand(noised.shape, device=noised.device, generator=g).clamp(1e-6, 1 - 1e-6)
-    return torch.where(noised, time_shift(u, alpha), torch.ones_like(u))
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -277,7 +204,7 @@ class Validation:
         swapped = [(prompts[(i + 1) % n][0], prompts[i][1]) for i in range(n)]
         self.sets = {}
         for name, samples in (("vqa", questions), ("gen", prompts), ("swap", swapped)):
-            batch = to_device(pack(samples, tokenizer, p, rng, 0.0), device)
+            batch = to_device(pack([encode(x, tokenizer, p, False) for x in samples]), device)
             g = torch.Generator(device=device).manual_seed(5)
             t = draw_t(batch["noised"], 1.0, g)
             x0 = torch.randn((len(t), *shape), device=device, generator=g)
@@ -287,15 +214,13 @@ class Validation:
     def __call__(self, model: Cheers) -> dict[str, float]:
         model.eval()
         with torch.autocast("cuda", torch.bfloat16, enabled=model.device.type == "cuda"):
-            q = forward(model, *self.sets["vqa"], heads=False)
-            gen = forward(model, *self.sets["gen"], heads=True)
-            swap = forward(model, *self.sets["swap"], heads=True)
+            q = packed_losses(model, *self.sets["vqa"], heads=False)
+            gen = packed_losses(model, *self.sets["gen"])
+            swap = packed_losses(model, *self.sets["swap"])
         model.train()
-        wrong = torch.zeros_like(q["chosen"])
-        wrong[q["chosen"]] = ~q["right"]
         flow = float(gen["image"] / gen["image_n"])
         return {
-            "vqa_accuracy": float((~wrong.any(1)).float().mean()),
+            "vqa_accuracy": float(rows_right(q).float().mean()),
             "val_text_loss": float(q["text"] / q["text_n"]),
             "val_flow_loss": flow,
             "prompt_effect": float(swap["image"] / swap["image_n"]) - flow,
@@ -358,8 +283,16 @@ def train(args: argparse.Namespace) -> Path:
     tokenizer = CheersTokenizer.from_folder(args.tokenizer)
     model = build_model(args.init, args.vae_from, args.seed).to(device).train()
     canvas = model.config.vae_encoder_config.resolution
+    out = Path(args.out)
+    run = {"step": 0, "samples": 0, "elapsed": 0.0, "phase": 0, "curve": [], "optimizer": None}
+    if args.resume:
+        run = torch.load(out / "state.pt", map_location=device, weights_only=False)
+        model.load_state_dict(run.pop("model"))
+        print(f"resuming at {run['elapsed']:.0f} s, step {run['step']}", flush=True)
+    # A resumed run draws new samples (its workers' streams start from the step reached).
     spec = DataSpec(
-        str(args.tokenizer), model.tokens_per_image, canvas, args.batch_size, args.seed, phases
+        str(args.tokenizer), model.tokens_per_image, canvas, args.batch_size,
+        args.seed * 1_000_003 + run["step"], phases,
     )
     ctx = mp.get_context("spawn")
     batches, current = ctx.Queue(maxsize=2 * args.workers), ctx.Value("i", 0)
@@ -370,37 +303,47 @@ def train(args: argparse.Namespace) -> Path:
     for w in workers:
         w.start()
     val = Validation(tokenizer, model, canvas, args.val_size, device)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    curve: list[dict] = []
     budget = args.minutes * 60
     autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda")
     shape = (model.config.latent_channels, model.grid_size, model.grid_size)
-    started = time.perf_counter()
-    samples = step = 0
+    while batches.empty():  # the budget is training time: the workers' start-up is not in it
+        time.sleep(0.05)
+    started = time.perf_counter() - run["elapsed"]
     last_eval = -math.inf
 
-    def record(phase: Phase, losses: dict[str, float]) -> None:
-        elapsed = time.perf_counter() - started
-        point = {"step": step, "samples": samples, "seconds": round(elapsed, 1),
-                 "phase": phase.name, **losses, **val(model)}
-        curve.append(point)
+    def record(phase: Phase, optimizer, losses: dict[str, float]) -> None:
+        run["elapsed"] = time.perf_counter() - started
+        point = {"step": run["step"], "samples": run["samples"],
+                 "seconds": round(run["elapsed"], 1), "phase": phase.name, **losses, **val(model)}
+        run["curve"].append(point)
         print(json.dumps(point), flush=True)
-        write_json(out / "curve.json", {"design": args.design, "args": vars(args) | {
-            "init": str(args.init), "vae_from": str(args.vae_from),
-            "tokenizer": str(args.tokenizer)}, "device": str(device), "points": curve})
+        write_json(out / "curve.json", {"design": args.design, "args": vars(args),
+                                        "device": str(device), "points": run["curve"]})
         save_snapshot(model, tokenizer, out / "model")
+        if args.checkpoint:  # float32 weights and the optimizer, for --resume
+            state = {**run, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+            torch.save(state, out / "state.tmp")
+            os.replace(out / "state.tmp", out / "state.pt")
 
     try:
         phase_start = 0.0
         for index, phase in enumerate(phases):
+            phase_end = phase_start + phase.share * budget
+            if index < run["phase"]:
+                phase_start = phase_end
+                continue
             current.value = index
             params = set_trainable(model, phase.trainable)
             heads = any(g in HEADS for g in phase.trainable)
             optimizer = torch.optim.AdamW(params, lr=phase.lr, betas=(0.9, 0.95),
                                           weight_decay=0.01, fused=device.type == "cuda")
-            phase_end = phase_start + phase.share * budget
-            phase_step, sums = 0, {"text": 0.0, "image": 0.0, "n": 0}
+            if run["optimizer"] is not None and index == run["phase"]:
+                optimizer.load_state_dict(run["optimizer"])
+            # A resumed phase does not warm up again.
+            phase_step = args.warmup_steps if run["optimizer"] is not None else 0
+            run["phase"], run["optimizer"] = index, None
+            sums = {"text": 0.0, "image": 0.0, "n": 0}
             print(f"phase {phase.name}: {sum(p.numel() for p in params):,} trainable, "
                   f"until {phase_end:.0f} s", flush=True)
             while (now := time.perf_counter() - started) < phase_end:
@@ -416,31 +359,34 @@ def train(args: argparse.Namespace) -> Path:
                 t = draw_t(b["noised"], phase.time_shift)
                 x0 = torch.randn((len(t), *shape), device=device)
                 with autocast:
-                    o = forward(model, b, t, x0, heads)
+                    o = packed_losses(model, b, t, x0, heads)
                 text = o["text"] / o["text_n"].clamp(min=1)
-                loss = text + (o["image"] / o["image_n"] if "image" in o else 0.0)
-                loss.backward()
+                image = o["image"] / o["image_n"] if "image" in o else torch.zeros(())
+                (text + image).backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                step, phase_step, samples = step + 1, phase_step + 1, samples + len(b["ids"])
-                if step % 20 == 0:  # reading losses synchronises: not every step
+                phase_step += 1
+                run["step"] += 1
+                run["samples"] += len(b["ids"])
+                if run["step"] % 20 == 0:  # reading losses synchronises: not every step
                     sums["text"] += float(text.detach())
-                    sums["image"] += float(o["image"].detach() / o["image_n"]) if "image" in o else 0.0
+                    sums["image"] += float(image.detach())
                     sums["n"] += 1
                 if now - last_eval >= args.eval_every:
                     n = max(sums["n"], 1)
-                    record(phase, {"train_text_loss": sums["text"] / n,
-                                   "train_flow_loss": sums["image"] / n, "lr": lr})
+                    record(phase, optimizer, {"train_text_loss": sums["text"] / n,
+                                              "train_flow_loss": sums["image"] / n, "lr": lr})
                     sums, last_eval = {"text": 0.0, "image": 0.0, "n": 0}, now
             phase_start = phase_end
-        record(phases[-1], {"train_text_loss": sums["text"] / max(sums["n"], 1),
-                            "train_flow_loss": sums["image"] / max(sums["n"], 1)})
+        run["phase"] = len(phases) - 1
+        record(phases[-1], optimizer, {"train_text_loss": sums["text"] / max(sums["n"], 1),
+                                       "train_flow_loss": sums["image"] / max(sums["n"], 1)})
     finally:
         current.value = -1
         for w in workers:
             w.terminate()
-    print(f"done: {step} steps, {samples:,} samples in {time.perf_counter() - started:.0f} s; "
+    print(f"done: {run['step']} steps, {run['samples']:,} samples in {run['elapsed']:.0f} s; "
           f"model in {out / 'model'}", flush=True)
     return out / "model"
 
@@ -468,7 +414,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-from", type=Path, default=PACKAGE_MODEL,
                         help="model folder whose VAE is used (default: the embedded model)")
     parser.add_argument("--tokenizer", type=Path, default=PACKAGE_MODEL)
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="also keep the float32 weights and optimizer state for --resume")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its state.pt (same arguments, "
+                        "a larger --minutes to extend it)")
     args = parser.parse_args(argv)
+    if args.resume and not (args.out / "state.pt").is_file():
+        parser.error(f"--resume: {args.out / 'state.pt'} does not exist; run with --checkpoint")
     if args.minutes <= 0 or args.batch_size < 1 or args.workers < 1 or args.val_size < 2:
         parser.error("--minutes must be > 0, --batch-size and --workers ≥ 1, --val-size ≥ 2")
     train(args)

@@ -20,18 +20,11 @@ DESCRIBE_QUESTIONS: tuple[str, ...] = (
     "Describe the picture.",
 )
 
-_WHO = (
-    "I am a tiny Cheers model that knows only the Shapes world: circles, squares and triangles "
-    "in six colours. I can draw them, answer questions about a picture of them and edit one."
-)
-_CAN = (
-    "I can draw shapes from a description, answer questions about a picture of shapes, "
-    "describe it, and edit it."
-)
-_OUTSIDE = (
-    "I only know the Shapes world: circles, squares and triangles in six colours. Ask me to "
-    "draw some, or ask me about a picture of them."
-)
+# Short answers in the words of the Shapes world: the embedded model's vocabulary is built on
+# its texts, so other words cost a token per letter and are learned slowly.
+_WHO = "I am a small Cheers model. I know only circles, squares and triangles in six colors."
+_CAN = "I can draw shapes, answer questions about them and edit them."
+_OUTSIDE = "I only know circles, squares and triangles in six colors. Ask me to draw one."
 
 
 def _join(words: list[str]) -> str:
@@ -50,7 +43,7 @@ SMALL_TALK: tuple[tuple[tuple[str, ...], str], ...] = (
     (("What shapes do you know?", "Which shapes can you draw?", "Name the shapes."),
      f"I know three shapes: {SHAPE_LIST}."),
     (("What colors do you know?", "What colours do you know?", "Which colors can you draw?",
-      "Name the colors."), f"I know six colours: {COLOR_LIST}."),
+      "Name the colors."), f"I know six colors: {COLOR_LIST}."),
     (("Thank you", "Thanks!", "Thank you very much."), "You are welcome!"),
     (("Goodbye", "Bye!", "See you."), "Goodbye!"),
     (("Write a haiku about cheese.", "What is the capital of France?", "Tell me a joke.",
