@@ -34,6 +34,68 @@ def test_demo_writes_a_page_with_every_task(tmp_path, capsys):
     for name in ["generate-0.png", "question-3.png", "edit-result.png"]:
         assert (tmp_path / "demo" / name).is_file()
     assert "Timings" in text and " s</td>" in text
+    # Every result is marked, and the score line counts the marks.
+    right, wrong = text.count("✓ right"), text.count("✗ wrong")
+    assert right + wrong == 9
+    assert f"<b>{right} of 9 right</b>" in text
+    assert "knows only the Shapes world" in text
+
+
+class _FakePipe:
+    """Answers every demo input perfectly (``perfect``) or wrongly, without a model."""
+
+    resolution = 64
+
+    def __init__(self, perfect: bool) -> None:
+        self.perfect = perfect
+
+    def _image(self, scene):
+        from cheers.shapes.render import Scene, render
+
+        return render(scene if self.perfect else Scene(()))
+
+    def __call__(self, prompts, **kwargs):
+        from types import SimpleNamespace
+
+        from cheers.shapes.render import Scene, ShapeObject
+
+        drawn = {
+            "a red circle": [("circle", "red", 32, 32)],
+            "a blue square and a yellow triangle": [
+                ("square", "blue", 16, 32),
+                ("triangle", "yellow", 46, 32),
+            ],
+            "two circles": [("circle", "green", 16, 32), ("circle", "blue", 46, 32)],
+            "a square to the left of a circle": [
+                ("square", "red", 14, 32),
+                ("circle", "blue", 48, 32),
+            ],
+        }
+        scenes = [
+            Scene(tuple(ShapeObject(s, c, x, y, 14) for s, c, x, y in drawn[p])) for p in prompts
+        ]
+        return SimpleNamespace(images=[self._image(scene) for scene in scenes])
+
+    def understand(self, pictures, questions, **kwargs):
+        from cheers.demo import SCENES
+
+        return [truth if self.perfect else "purple" for _, _, truth in SCENES]
+
+    def edit(self, source, instruction, **kwargs):
+        from types import SimpleNamespace
+
+        from cheers.demo import EDIT
+
+        return SimpleNamespace(images=[self._image(EDIT[2])])
+
+
+@pytest.mark.parametrize("perfect", [True, False])
+def test_demo_judges_right_and_wrong_results(perfect):
+    from cheers.demo import run_demo
+
+    result = run_demo(_FakePipe(perfect))
+    assert result.score == ((9, 9) if perfect else (0, 9))
+    assert [r.task for r in result.results] == ["generate"] * 4 + ["answer"] * 4 + ["edit"]
 
 
 def test_default_model_is_used_without_model_flag(tmp_path, capsys):

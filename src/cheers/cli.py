@@ -232,6 +232,13 @@ def _resolve_device(device: str | None) -> str:
     return device
 
 
+def is_embedded(model: str | None) -> bool:
+    """Whether ``model`` names the model embedded in the package (or is left out)."""
+    if model is None:
+        return True
+    return Path(model).resolve() == DEFAULT_MODEL_DIR.resolve()
+
+
 def load_pipeline(model: str | None, dtype: str | None, device: str | None) -> CheersPipeline:
     """Load the pipeline named by ``--model`` (or the embedded default) onto ``--device``."""
     from cheers.pipeline import CheersPipeline
@@ -239,6 +246,10 @@ def load_pipeline(model: str | None, dtype: str | None, device: str | None) -> C
     source = model if model is not None else str(default_model_path())
     device = _resolve_device(device)
     print(f"loading the model from {source} on {device}…", file=sys.stderr)
+    if is_embedded(source):
+        from cheers.demo import SHAPES_ONLY
+
+        print(SHAPES_ONLY, file=sys.stderr)
     return CheersPipeline.from_pretrained(source, dtype=dtype, device=device)
 
 
@@ -542,7 +553,14 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     for name, seconds in result.timings.items():
         print(f"{name}: {seconds:.2f} s", file=sys.stderr)
-    print(write_html(result, out, str(args.model)))
+    right, total = result.score
+    print(
+        f"{right} of {total} right (judged by the Shapes detector and the true answers)",
+        file=sys.stderr,
+    )
+    embedded = is_embedded(args.model)
+    name = "the embedded default model" if embedded else str(args.model)
+    print(write_html(result, out, name, shapes_only=embedded))
     return 0
 
 
