@@ -139,8 +139,9 @@ def encode(
     record = Record("s", tuple(Path(f"{j}") for j in range(len(scenes))), tuple(messages), "s")
     example = tokenize(record, tokenizer, tokens_per_image, max_length=10_000)
     if example.roles == (DUMMY,):  # the embedded model has no dummy image (its config)
-        example = replace(example, input_ids=example.input_ids[1:], labels=example.labels[1:],
-                          roles=(), images=())
+        example = replace(
+            example, input_ids=example.input_ids[1:], labels=example.labels[1:], roles=(), images=()
+        )
     if example.is_generation and dropped:
         example = apply_guidance_dropout(example, tokenizer)
     return pack_example(example, tokens_per_image), scenes
@@ -291,8 +292,12 @@ def train(args: argparse.Namespace) -> Path:
         print(f"resuming at {run['elapsed']:.0f} s, step {run['step']}", flush=True)
     # A resumed run draws new samples (its workers' streams start from the step reached).
     spec = DataSpec(
-        str(args.tokenizer), model.tokens_per_image, canvas, args.batch_size,
-        args.seed * 1_000_003 + run["step"], phases,
+        str(args.tokenizer),
+        model.tokens_per_image,
+        canvas,
+        args.batch_size,
+        args.seed * 1_000_003 + run["step"],
+        phases,
     )
     ctx = mp.get_context("spawn")
     batches, current = ctx.Queue(maxsize=2 * args.workers), ctx.Value("i", 0)
@@ -314,12 +319,25 @@ def train(args: argparse.Namespace) -> Path:
 
     def record(phase: Phase, optimizer, losses: dict[str, float]) -> None:
         run["elapsed"] = time.perf_counter() - started
-        point = {"step": run["step"], "samples": run["samples"],
-                 "seconds": round(run["elapsed"], 1), "phase": phase.name, **losses, **val(model)}
+        point = {
+            "step": run["step"],
+            "samples": run["samples"],
+            "seconds": round(run["elapsed"], 1),
+            "phase": phase.name,
+            **losses,
+            **val(model),
+        }
         run["curve"].append(point)
         print(json.dumps(point), flush=True)
-        write_json(out / "curve.json", {"design": args.design, "args": vars(args),
-                                        "device": str(device), "points": run["curve"]})
+        write_json(
+            out / "curve.json",
+            {
+                "design": args.design,
+                "args": vars(args),
+                "device": str(device),
+                "points": run["curve"],
+            },
+        )
         save_snapshot(model, tokenizer, out / "model")
         if args.checkpoint:  # float32 weights and the optimizer, for --resume
             state = {**run, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
@@ -336,16 +354,24 @@ def train(args: argparse.Namespace) -> Path:
             current.value = index
             params = set_trainable(model, phase.trainable)
             heads = any(g in HEADS for g in phase.trainable)
-            optimizer = torch.optim.AdamW(params, lr=phase.lr, betas=(0.9, 0.95),
-                                          weight_decay=0.01, fused=device.type == "cuda")
+            optimizer = torch.optim.AdamW(
+                params,
+                lr=phase.lr,
+                betas=(0.9, 0.95),
+                weight_decay=0.01,
+                fused=device.type == "cuda",
+            )
             if run["optimizer"] is not None and index == run["phase"]:
                 optimizer.load_state_dict(run["optimizer"])
             # A resumed phase does not warm up again.
             phase_step = args.warmup_steps if run["optimizer"] is not None else 0
             run["phase"], run["optimizer"] = index, None
             sums = {"text": 0.0, "image": 0.0, "n": 0}
-            print(f"phase {phase.name}: {sum(p.numel() for p in params):,} trainable, "
-                  f"until {phase_end:.0f} s", flush=True)
+            print(
+                f"phase {phase.name}: {sum(p.numel() for p in params):,} trainable, "
+                f"until {phase_end:.0f} s",
+                flush=True,
+            )
             while (now := time.perf_counter() - started) < phase_end:
                 batch = batches.get()
                 if batch["phase"] != index:
@@ -375,19 +401,35 @@ def train(args: argparse.Namespace) -> Path:
                     sums["n"] += 1
                 if now - last_eval >= args.eval_every:
                     n = max(sums["n"], 1)
-                    record(phase, optimizer, {"train_text_loss": sums["text"] / n,
-                                              "train_flow_loss": sums["image"] / n, "lr": lr})
+                    record(
+                        phase,
+                        optimizer,
+                        {
+                            "train_text_loss": sums["text"] / n,
+                            "train_flow_loss": sums["image"] / n,
+                            "lr": lr,
+                        },
+                    )
                     sums, last_eval = {"text": 0.0, "image": 0.0, "n": 0}, now
             phase_start = phase_end
         run["phase"] = len(phases) - 1
-        record(phases[-1], optimizer, {"train_text_loss": sums["text"] / max(sums["n"], 1),
-                                       "train_flow_loss": sums["image"] / max(sums["n"], 1)})
+        record(
+            phases[-1],
+            optimizer,
+            {
+                "train_text_loss": sums["text"] / max(sums["n"], 1),
+                "train_flow_loss": sums["image"] / max(sums["n"], 1),
+            },
+        )
     finally:
         current.value = -1
         for w in workers:
             w.terminate()
-    print(f"done: {run['step']} steps, {run['samples']:,} samples in {run['elapsed']:.0f} s; "
-          f"model in {out / 'model'}", flush=True)
+    print(
+        f"done: {run['step']} steps, {run['samples']:,} samples in {run['elapsed']:.0f} s; "
+        f"model in {out / 'model'}",
+        flush=True,
+    )
     return out / "model"
 
 
@@ -399,26 +441,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/default/gpu"))
     parser.add_argument("--minutes", type=float, default=8.0, help="training wall time")
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                        help="data worker processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="data worker processes",
+    )
     parser.add_argument("--warmup-steps", type=int, default=50)
     parser.add_argument("--eval-every", type=float, default=45.0, help="seconds")
     parser.add_argument("--val-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=None, help="every phase's peak lr")
-    parser.add_argument("--time-shift", type=float, default=None,
-                        help="every phase's shift α of the generation targets' t")
+    parser.add_argument(
+        "--time-shift",
+        type=float,
+        default=None,
+        help="every phase's shift α of the generation targets' t",
+    )
     parser.add_argument("--device", default=None, help="default: cuda when there is one")
-    parser.add_argument("--init", type=Path, default=None,
-                        help="start every weight from this model folder instead of scratch")
-    parser.add_argument("--vae-from", type=Path, default=PACKAGE_MODEL,
-                        help="model folder whose VAE is used (default: the embedded model)")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start every weight from this model folder instead of scratch",
+    )
+    parser.add_argument(
+        "--vae-from",
+        type=Path,
+        default=PACKAGE_MODEL,
+        help="model folder whose VAE is used (default: the embedded model)",
+    )
     parser.add_argument("--tokenizer", type=Path, default=PACKAGE_MODEL)
-    parser.add_argument("--checkpoint", action="store_true",
-                        help="also keep the float32 weights and optimizer state for --resume")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its state.pt (same arguments, "
-                        "a larger --minutes to extend it)")
+    parser.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="also keep the float32 weights and optimizer state for --resume",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its state.pt (same arguments, "
+        "a larger --minutes to extend it)",
+    )
     args = parser.parse_args(argv)
     if args.resume and not (args.out / "state.pt").is_file():
         parser.error(f"--resume: {args.out / 'state.pt'} does not exist; run with --checkpoint")
