@@ -83,7 +83,12 @@ def test_tiny_run_writes_a_loadable_model_and_resumes(tmp_path):
     ]  # fmt: skip
     _run(*args, "--minutes", "0.1")
     first = json.loads((out / "curve.json").read_text())["points"]
-    assert first and {"vqa_accuracy", "val_flow_loss", "prompt_effect"} <= set(first[-1])
+    assert first and {
+        "vqa_accuracy",
+        "vqa_accuracy_3plus",
+        "val_flow_loss",
+        "prompt_effect",
+    } <= set(first[-1])
     assert 0.0 <= first[-1]["vqa_accuracy"] <= 1.0
     _run(*args, "--minutes", "0.2", "--resume")
     points = json.loads((out / "curve.json").read_text())["points"]

@@ -21,9 +21,10 @@ Designs (``DESIGNS``):
 
 The VAE is the embedded model's (frozen, as in every joint stage); the decoder projector starts
 as a copy of its decoder. Every ``--eval-every`` seconds a fixed validation set gives the
-answer accuracy (greedy answers, exact), the flow loss and the prompt effect (the flow loss with
-every prompt swapped for another one's, minus its own); the curve and a snapshot of the model
-go to ``--out`` each time, so a run cut short still leaves its latest model.
+answer accuracy (greedy answers, exact; also on scenes of three or more objects), the flow
+loss and the prompt effect (the flow loss with every prompt swapped for another one's, minus
+its own); the curve and a snapshot of the model go to ``--out`` each time, so a run cut short
+still leaves its latest model.
 """
 
 from __future__ import annotations
@@ -200,6 +201,8 @@ class Validation:
         p = model.tokens_per_image
         shape = (model.config.latent_channels, model.grid_size, model.grid_size)
         questions = draw_samples(rng, {"understanding": 1.0}, n, canvas)
+        # Answers fail where a question must first find its object among several.
+        self.crowded = torch.tensor([len(s[1][0].objects) >= 3 for s in questions], device=device)
         prompts = draw_samples(rng, {"generation": 1.0}, n, canvas)
         # Each prompt with the next one's image: how much the flow loss depends on the prompt.
         swapped = [(prompts[(i + 1) % n][0], prompts[i][1]) for i in range(n)]
@@ -219,9 +222,11 @@ class Validation:
             gen = packed_losses(model, *self.sets["gen"])
             swap = packed_losses(model, *self.sets["swap"])
         model.train()
+        right = rows_right(q)
         flow = float(gen["image"] / gen["image_n"])
         return {
-            "vqa_accuracy": float(rows_right(q).float().mean()),
+            "vqa_accuracy": float(right.float().mean()),
+            "vqa_accuracy_3plus": float(right[self.crowded].float().mean()),
             "val_text_loss": float(q["text"] / q["text_n"]),
             "val_flow_loss": flow,
             "prompt_effect": float(swap["image"] / swap["image_n"]) - flow,
