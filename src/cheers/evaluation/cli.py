@@ -25,6 +25,7 @@ from typing import Any
 from cheers.errors import CheersError
 from cheers.evaluation import report as report_mod
 from cheers.evaluation import shapes_edit, shapes_gen, shapes_vqa
+from cheers.evaluation.exports import EXPORTS, run_export
 
 EXIT_USAGE = 2
 
@@ -274,6 +275,11 @@ def add_eval_flags(parser: argparse.ArgumentParser) -> None:
             name, help=bench.help, description=bench.help, formatter_class=_Formatter
         )
         bench.add_flags(sub)
+    for name, export in EXPORTS.items():
+        sub = benchmarks.add_parser(
+            name, help=export.help, description=export.help, formatter_class=_Formatter
+        )
+        export.add_flags(sub)
     parser.set_defaults(func=run_eval)
 
 
@@ -356,8 +362,10 @@ def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
         CheersError: on bad flags, a missing model or an unwritable ``--out``.
     """
     name = getattr(args, "eval_benchmark", None)
+    if name in EXPORTS:
+        return run_export(args, pipe=pipe)
     if name not in BENCHMARKS:
-        raise CheersError(f"choose a benchmark: {', '.join(BENCHMARKS)}")
+        raise CheersError(f"choose a benchmark: {', '.join([*BENCHMARKS, *EXPORTS])}")
     _check_args(args)
     out = _out_folder(args.out)
     source: str | None = None

@@ -28,6 +28,7 @@ from cheers.evaluation.common import (
     seeded_noise,
     to_canvas,
 )
+from cheers.evaluation.settings import SETTINGS
 from cheers.shapes import EDIT_KINDS, EditPair, detect, render
 from cheers.shapes.dataset import benchmark_edits
 from cheers.shapes.render import DEFAULT_CANVAS
@@ -35,9 +36,9 @@ from cheers.shapes.render import DEFAULT_CANVAS
 TASK = "shapes-edit"
 #: Edits: a multiple of 3 keeps the kinds balanced.
 DEFAULT_N = 60
-DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 9.5
-DEFAULT_TIME_SHIFT = 0.5
+DEFAULT_STEPS = SETTINGS["shapes-edit"].steps  # the settings table, written once
+DEFAULT_GUIDANCE = SETTINGS["shapes-edit"].guidance
+DEFAULT_TIME_SHIFT = SETTINGS["shapes-edit"].time_shift
 #: The reference's editing strength: start from 10 % source, 90 % noise.
 DEFAULT_STRENGTH = 0.9
 DEFAULT_BATCH_SIZE = 8

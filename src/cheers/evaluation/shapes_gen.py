@@ -30,6 +30,7 @@ from cheers.evaluation.common import (
     seeded_noise,
     to_canvas,
 )
+from cheers.evaluation.settings import SETTINGS
 from cheers.shapes import CATEGORIES, PromptSpec, detect, judge, score_generation
 from cheers.shapes.dataset import benchmark_prompts, heldout_prompts
 from cheers.shapes.render import DEFAULT_CANVAS
@@ -37,11 +38,11 @@ from cheers.shapes.render import DEFAULT_CANVAS
 TASK = "shapes-gen"
 #: Prompts per category: 60 prompts × 4 images, a CPU-sized GenEval (which has ~550 prompts).
 DEFAULT_N_PER_CATEGORY = 10
-DEFAULT_IMAGES_PER_PROMPT = 4
+DEFAULT_IMAGES_PER_PROMPT = SETTINGS["shapes-gen"].images_per_prompt
 #: Fewer steps than the authors' 80 keep a CPU run short; the tiny Shapes models converge fast.
-DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 9.5
-DEFAULT_TIME_SHIFT = 0.5
+DEFAULT_STEPS = SETTINGS["shapes-gen"].steps  # the settings table, written once
+DEFAULT_GUIDANCE = SETTINGS["shapes-gen"].guidance
+DEFAULT_TIME_SHIFT = SETTINGS["shapes-gen"].time_shift
 #: Images per pipeline call (rounded down to whole prompts, at least one prompt).
 DEFAULT_BATCH_SIZE = 8
 
