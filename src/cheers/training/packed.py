@@ -106,13 +106,14 @@ def packed_losses(
     (summed squared velocity error) and ``image_n``.
     """
     d = model.config.text_config.hidden_size
-    with torch.no_grad():
-        x1 = model.encode_latent(batch["pixels"]).float()
-    tt = t[:, None, None, None]
-    image = model.image_tokens(tt * x1 + (1 - tt) * x0)
-    where = (batch["block"].reshape(-1) >= 0).nonzero()[:, 0]
     embeds = model.embed(batch["ids"]).reshape(-1, d)
-    embeds = embeds.index_copy(0, where, image.tokens.reshape(-1, d).to(embeds.dtype))
+    where = (batch["block"].reshape(-1) >= 0).nonzero()[:, 0]
+    if len(t):  # a batch of text-only samples has no image path to run
+        with torch.no_grad():
+            x1 = model.encode_latent(batch["pixels"]).float()
+        tt = t[:, None, None, None]
+        image = model.image_tokens(tt * x1 + (1 - tt) * x0)
+        embeds = embeds.index_copy(0, where, image.tokens.reshape(-1, d).to(embeds.dtype))
     embeds = embeds.reshape(*batch["ids"].shape, d)
     positions = (batch["valid"].long().cumsum(1) - 1).clamp(min=0)
     hidden = model.transformer(embeds, positions, omni_mask(batch["block"], batch["valid"]))

@@ -1,0 +1,9 @@
+"""Model transforms: applied to a built model, each in its own module.
+
+- :mod:`cheers.transforms.lora` — low-rank adapters on chosen linear layers (train, save in
+  the PEFT layout, load, merge, unload);
+- :mod:`cheers.transforms.quantize` — int8 weight-only quantization of linear layers.
+
+Each replaces ``nn.Linear`` modules in place by name, so the rest of the model code never
+knows, and the checkpoint names of everything else stay as they were.
+"""
