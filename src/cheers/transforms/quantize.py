@@ -2,9 +2,9 @@
 
 Each targeted ``nn.Linear`` becomes an :class:`Int8Linear` holding ``int8`` weights and one
 scale per output channel (``max |w| / 127`` of its row): weight memory falls by 4× against
-float32, and every weight is within half a step (``scale / 2``) of the original. The product
-runs in torch's own int8 weight kernel (``aten._weight_int8pack_mm``) where it takes the
-input, else as a product with the dequantized weight. Activations stay in the compute dtype.
+float32, and every weight is within half a step (``scale / 2``) of the original. Decoding
+steps (a few rows) run in torch's own int8 weight kernel (``aten._weight_int8pack_mm``),
+larger products with the dequantized weight. Activations stay in the compute dtype.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from torch import nn
 from cheers.errors import CheersError
 from cheers.transforms.targets import linear_targets, replace_module
 
+# torch's int8 weight kernel is made for decoding (a few rows); measured on this CPU it was
+# slower than a product with the dequantized weight for whole prompts and images.
+KERNEL_MAX_ROWS = 8
 DEFAULT_GROUPS = ("llm_attention", "llm_mlp", "vit", "semantic_head", "detail_head")
 
 
@@ -46,9 +49,13 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        try:
-            out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales.to(x.dtype))
-        except (RuntimeError, NotImplementedError):  # dtypes or devices the kernel does not take
+        out = None
+        if flat.shape[0] <= KERNEL_MAX_ROWS:
+            try:
+                out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales.to(x.dtype))
+            except (RuntimeError, NotImplementedError):  # dtypes or devices it does not take
+                out = None
+        if out is None:
             out = F.linear(flat, self.dequantized().to(x.dtype))
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
