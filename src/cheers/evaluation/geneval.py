@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,29 @@ def _draw(pipe: Any, items: list[tuple[int, PromptItem]], s: Settings) -> list[l
     return [out[i * n : (i + 1) * n] for i in range(len(items))]
 
 
+def _draw_missing(
+    pipe: Any,
+    items: Sequence[PromptItem],
+    s: Settings,
+    done: Callable[[PromptItem], bool],
+    save: Callable[[PromptItem, list[Image.Image]], None],
+    batch_size: int,
+    progress: bool,
+    desc: str,
+) -> dict[str, int]:
+    """Draw, in batches of prompts, every item not ``done``, and ``save`` its images."""
+    todo = [(i, item) for i, item in enumerate(items) if not done(item)]
+    bar = progress_bar(len(todo), desc, progress)
+    for chunk in batches(todo, max(1, batch_size)):
+        for (_, item), images in zip(chunk, _draw(pipe, chunk, s), strict=True):
+            save(item, images)
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return {"prompts": len(items), "written": len(todo), "skipped": len(items) - len(todo)}
+
+
 def write_geneval(
     pipe: Any,
     items: Sequence[PromptItem],
@@ -145,24 +168,19 @@ def write_geneval(
 ) -> dict[str, int]:
     """Draw every prompt not yet written into ``out`` in GenEval's layout; returns counts."""
     out = Path(out)
-    todo = [
-        (i, item)
-        for i, item in enumerate(items)
-        if not (out / item.key / "metadata.jsonl").is_file()
-    ]
-    bar = progress_bar(len(todo), "geneval", progress)
-    for chunk in batches(todo, max(1, batch_size)):
-        for (_, item), images in zip(chunk, _draw(pipe, chunk, s), strict=True):
-            samples = out / item.key / "samples"
-            samples.mkdir(parents=True, exist_ok=True)
-            for k, image in enumerate(images):
-                _save_png(image, samples / f"{k:05d}.png")
-            _write_text(json.dumps(item.metadata), out / item.key / "metadata.jsonl")
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    return {"prompts": len(items), "written": len(todo), "skipped": len(items) - len(todo)}
+
+    def save(item: PromptItem, images: list[Image.Image]) -> None:
+        samples = out / item.key / "samples"
+        samples.mkdir(parents=True, exist_ok=True)
+        for k, image in enumerate(images):
+            _save_png(image, samples / f"{k:05d}.png")
+        # Last: a folder with its metadata.jsonl is complete.
+        _write_text(json.dumps(item.metadata), out / item.key / "metadata.jsonl")
+
+    def done(item: PromptItem) -> bool:
+        return (out / item.key / "metadata.jsonl").is_file()
+
+    return _draw_missing(pipe, items, s, done, save, batch_size, progress, "geneval")
 
 
 def write_dpg(
@@ -178,16 +196,14 @@ def write_dpg(
         raise CheersError("DPG-Bench grids hold 4 images: use images_per_prompt = 4")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    todo = [(i, item) for i, item in enumerate(items) if not (out / f"{item.key}.png").is_file()]
-    bar = progress_bar(len(todo), "dpg", progress)
-    for chunk in batches(todo, max(1, batch_size)):
-        for (_, item), images in zip(chunk, _draw(pipe, chunk, s), strict=True):
-            _save_png(grid_2x2(images), out / f"{item.key}.png")
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    return {"prompts": len(items), "written": len(todo), "skipped": len(items) - len(todo)}
+
+    def save(item: PromptItem, images: list[Image.Image]) -> None:
+        _save_png(grid_2x2(images), out / f"{item.key}.png")
+
+    def done(item: PromptItem) -> bool:
+        return (out / f"{item.key}.png").is_file()
+
+    return _draw_missing(pipe, items, s, done, save, batch_size, progress, "dpg")
 
 
 __all__ = [
