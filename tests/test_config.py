@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,12 +10,9 @@ import torch
 from cheers.config import CheersConfig
 from cheers.errors import ConfigError
 from cheers.model import Cheers
-
-OFFICIAL = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "official"
-needs_official = pytest.mark.skipif(not OFFICIAL.is_dir(), reason="official spec files missing")
+from parity_fixtures import OFFICIAL
 
 
-@needs_official
 def test_official_preset_equals_released_config_plus_spec_defaults():
     from_file = CheersConfig.from_json(OFFICIAL / "config.json")
     assert from_file.to_dict() == CheersConfig.official().to_dict()
@@ -29,7 +25,6 @@ def test_official_preset_equals_released_config_plus_spec_defaults():
     assert from_file.tokens_per_image == 256 and from_file.grid_size == 32
 
 
-@needs_official
 def test_official_model_has_exactly_the_checkpoint_names():
     index = json.loads((OFFICIAL / "model.safetensors.index.json").read_text())
     with torch.device("meta"):
@@ -92,7 +87,6 @@ OFFICIAL_SHAPES = {
 }
 
 
-@needs_official
 def test_official_model_shapes_match_spec():
     index = json.loads((OFFICIAL / "model.safetensors.index.json").read_text())
     with torch.device("meta"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -14,10 +13,9 @@ from tokenizers import AddedToken, Tokenizer, models
 
 from cheers.errors import CheckpointError, PromptError
 from cheers.tokenizer import QWEN2_CHAT_TEMPLATE, CheersTokenizer, SpecialTokens
+from parity_fixtures import OFFICIAL, fixture_dirs, fixture_ids
 
 REPO = Path(__file__).resolve().parents[1]
-OFFICIAL = REPO.parent / "shared" / "spec" / "official"
-FIXTURES_ROOT = Path(os.environ.get("CHEERS_FIXTURES", REPO.parent / "shared" / "fixtures"))
 
 # Covers Latin with accents, CJK, Arabic, emoji with a skin-tone modifier, digits (Qwen2 splits
 # them one by one), code, tabs, CRLF and runs of spaces: the regex's every branch.
@@ -27,23 +25,11 @@ MULTILINGUAL = (
     "def f(x):\n    return x**2  # it's, we're, I'LL\n<|im_start|><image>"
 )
 
-
-def _fixture_dirs() -> list[Path]:
-    if not FIXTURES_ROOT.is_dir():
-        return []
-    return sorted(p.parent for p in FIXTURES_ROOT.glob("*/reference.json"))
-
-
-FIXTURE_DIRS = _fixture_dirs()
+FIXTURE_DIRS = fixture_dirs()
 fixture_params = pytest.mark.parametrize(
     "fixture_dir",
-    FIXTURE_DIRS
-    or [pytest.param(None, marks=pytest.mark.skip(reason=f"no fixtures under {FIXTURES_ROOT}"))],
-    ids=[p.name for p in FIXTURE_DIRS] or ["none"],
-)
-
-pytestmark = pytest.mark.skipif(
-    not (OFFICIAL / "vocab.json").is_file(), reason=f"official tokenizer files absent: {OFFICIAL}"
+    FIXTURE_DIRS or [pytest.param(None, marks=pytest.mark.skip(reason="no parity fixtures"))],
+    ids=fixture_ids(FIXTURE_DIRS) or ["none"],
 )
 
 

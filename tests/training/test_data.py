@@ -15,8 +15,7 @@ from cheers.data.records import read_records
 from cheers.errors import DataError
 from cheers.sequence import IMAGE_PLACEHOLDER
 from cheers.tokenizer import CheersTokenizer
-
-OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "official"
+from parity_fixtures import OFFICIAL
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from cheers.errors import DataError
 from cheers.model import Cheers
 from cheers.tokenizer import CheersTokenizer
 from cheers.training.validation import validation_losses
+from parity_fixtures import OFFICIAL
 
-OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "official"
 Q, GEN = QUESTION, GENERATED
 
 
