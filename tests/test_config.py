@@ -16,7 +16,7 @@ from parity_fixtures import OFFICIAL
 def test_official_preset_equals_released_config_plus_spec_defaults():
     from_file = CheersConfig.from_json(OFFICIAL / "config.json")
     assert from_file.to_dict() == CheersConfig.official().to_dict()
-    # Values the released file leaves out (spec §11).
+    # Values the released file leaves out (docs/architecture.md §11).
     assert from_file.text_config.num_hidden_layers == 28
     assert from_file.text_config.rope_theta == 1e6
     assert from_file.vae_encoder_config.ch_mult == (1, 2, 4, 4)
@@ -34,8 +34,8 @@ def test_official_model_has_exactly_the_checkpoint_names():
     assert set(state) == set(index["weight_map"])
 
 
-# Shapes computed by hand from the numbers of spec §11 (head_dim 128 for the LLM, 72 for the
-# ViT-width detail head; 2 KV heads everywhere).
+# Shapes computed by hand from the numbers of docs/architecture.md §11 (head_dim 128 for the LLM,
+# 72 for the ViT-width detail head; 2 KV heads everywhere).
 OFFICIAL_SHAPES = {
     "lm_head.weight": (151936, 1536),
     "model.language_model.embed_tokens.weight": (151936, 1536),

@@ -1,8 +1,8 @@
 """Model configuration: dataclasses that read and write the released ``config.json``.
 
 The released file names only some fields; every other field takes the reference's default
-(spec §11). :func:`CheersConfig.official` is the released model, :func:`CheersConfig.tiny` a
-small model with the same architecture for tests and CPU training.
+(docs/architecture.md §11). :func:`CheersConfig.official` is the released model,
+:func:`CheersConfig.tiny` a small model with the same architecture for tests and CPU training.
 
 Couplings the architecture relies on are *derived* (see the properties of
 :class:`CheersConfig`) and checked by :meth:`CheersConfig.validate`.
@@ -138,7 +138,8 @@ class CheersConfig:
     semantic_head_layers: int = 7
     detail_head_layers: int = 3
     # The released model was run with a random noise image in front of image-less requests
-    # (spec §10); models trained here see none, so inference follows this flag by default.
+    # (docs/architecture.md §10); models trained here see none, so inference follows this flag
+    # by default.
     dummy_image_prefix: bool = True
     # Ablation switches (docs/ablations.md); the defaults are the paper's architecture.
     # detail_injection: the gate adds the ViT patch embeddings to the semantic head's output.
@@ -222,7 +223,10 @@ class CheersConfig:
         return (self.grid_size // self.token_merge) ** 2
 
     def validate(self) -> CheersConfig:
-        """Check every coupling of spec §11; raise :class:`ConfigError` naming the fix."""
+        """Check every coupling of docs/architecture.md §11.
+
+        Raises :class:`ConfigError` naming the broken coupling and the fix.
+        """
         enc, dec = self.vae_encoder_config, self.vae_decoder_config
         vit, text = self.vision_representation_config, self.text_config
         problems: list[str] = []

@@ -44,7 +44,7 @@ MODULE_GROUPS: dict[str, tuple[str, ...]] = {
     "hi_gate": ("model.hi_gate.",),
     "hi_projector": ("model.hi_projector.",),
 }
-# spec §9: stage I trains the new modules; later stages everything but the VAE.
+# docs/architecture.md §9: stage I trains the new modules; later stages everything but the VAE.
 TRAINABLE_PRESETS: dict[str, tuple[str, ...]] = {
     "new": (
         "decoder_projector",
