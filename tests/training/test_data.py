@@ -122,8 +122,10 @@ def test_labels_follow_the_spec(tmp_path, tok):
     ex = tokenize(und, tok, tokens_per_image=4, max_length=512)
     # Turn-by-turn tokenisation equals tokenising the whole chat text at once.
     messages = [{"role": "user", "content": UND["conversations"][0]["value"]}]
-    whole = tok.encode(tok.apply_chat_template(messages, add_generation_prompt=False))
-    whole += tok.encode("<|im_start|>assistant\nred<|im_end|>\n")
+    whole = tok.apply_chat_template(
+        messages, add_generation_prompt=False, tokenize=True, image_placeholders=True
+    )
+    whole += tok.encode("<|im_start|>assistant\nred<|im_end|>\n", allowed_special="all")
     assert [IMAGE_PLACEHOLDER if i == s.image else i for i in whole] == list(ex.input_ids)
     trained = [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != IGNORE]
     assert trained == [*tok.encode("red"), s.eos]

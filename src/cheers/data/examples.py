@@ -15,7 +15,7 @@ from cheers.data.records import Record
 from cheers.errors import DataError, ImageError
 from cheers.image import preprocess_generation, preprocess_understanding
 from cheers.sequence import IMAGE_PLACEHOLDER
-from cheers.tokenizer import DEFAULT_SYSTEM_PROMPT, CheersTokenizer
+from cheers.tokenizer import DATA_PLACEHOLDERS, DEFAULT_SYSTEM_PROMPT, CheersTokenizer
 
 IGNORE = -100
 UNDERSTANDING, GENERATION, DUMMY = "und", "gen", "dummy"
@@ -65,7 +65,9 @@ def tokenize(
     for role, content in messages:
         assistant = role == "assistant"
         add([special.im_start_chat, *tokenizer.encode(f"{role}\n")], trained=False)
-        add(tokenizer.encode(content), trained=assistant)
+        # The released format writes <im_start><image><im_end> (and <image_gen>) in turns: those
+        # units are image slots; any other special-token text in a turn is plain text.
+        add(tokenizer.encode(content, allowed_special=DATA_PLACEHOLDERS), trained=assistant)
         add([special.eos], trained=assistant)
         add(tokenizer.encode("\n"), trained=False)
     images = [str(p) for p in record.images]
