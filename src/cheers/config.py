@@ -11,6 +11,7 @@ Couplings the architecture relies on are *derived* (see the properties of
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,6 +318,7 @@ class CheersConfig:
             raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
         kwargs: dict[str, Any] = {}
         extra: dict[str, Any] = {}
+        _reject_typos(data, [*_SUB_CONFIGS, *_HEAD_DEFAULTS], "config.json")
         for key, value in data.items():
             if key in _SUB_CONFIGS:
                 kwargs[key] = _sub_config_from_dict(_SUB_CONFIGS[key], key, value)
@@ -384,7 +386,9 @@ def _sub_config_from_dict(kind: type, key: str, value: Any) -> Any:
         raise ConfigError(f"config field {key!r} must be an object, got {value!r}")
     kwargs: dict[str, Any] = {}
     # Fields not listed (model_type, num_patches, layer_types, newer additions) are derived or
-    # unused by the architecture; they are never guessed at.
+    # unused by the architecture; they are never guessed at. A key that is nearly a field's name
+    # is a typo, though: ignoring it would silently build a different model.
+    _reject_typos(value, [f.name for f in dataclasses.fields(kind)], key)
     for f in dataclasses.fields(kind):
         if f.name not in value:
             continue
@@ -415,3 +419,25 @@ def _sub_config_from_dict(kind: type, key: str, value: Any) -> Any:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+# Keys of Hugging Face configs that are not Cheers fields; never taken for typos.
+_METADATA_KEYS = {"model_type", "torch_dtype", "transformers_version", "architectures", "auto_map"}
+
+
+def _reject_typos(data: dict[str, Any], known: list[str], where: str) -> None:
+    """Raise for a key that is not a field but is close to one's name (a likely misspelling).
+
+    Other unknown keys are Hugging Face bookkeeping (``model_type``, ``layer_types``…) and are
+    kept or ignored, so configs written by other tools still load.
+    """
+    for key in data:
+        if key in known or key in _METADATA_KEYS or not isinstance(key, str):
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(
+                f"{where} has the key {key!r}, which is not a Cheers config field; did you mean "
+                f"{close[0]!r}? Rename it: an unknown key is ignored, so the model would be built "
+                f"with the default {close[0]} instead"
+            )

@@ -237,5 +237,5 @@ def test_time_shift_must_be_positive(tmp_path):
     }
     assert TrainConfig.from_dict(raw, base=tmp_path).stages[0].time_shift == 0.5
     raw["stages"][0]["time_shift"] = 0.0
-    with pytest.raises(ConfigError, match="time_shift must be > 0"):
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.time_shift = 0(\.0)?: must be > 0"):
         TrainConfig.from_dict(raw, base=tmp_path)
