@@ -25,6 +25,7 @@ from typing import Any, Literal, overload
 
 from tokenizers import AddedToken, Tokenizer, models
 
+from cheers._files import staged_files
 from cheers.errors import CheckpointError, PromptError
 
 __all__ = [
@@ -498,23 +499,12 @@ class CheersTokenizer:
         encodes identically, from ``tokenizer.json`` or from the other three files.
         """
         out = Path(folder)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CheckpointError(
-                f"Cannot create tokenizer folder {str(out)!r} ({exc}). Choose a writable path."
-            ) from exc
-
         model = self._tokenizer.model
         if not isinstance(model, models.BPE):
             raise CheckpointError(
                 f"Cannot write vocab.json/merges.txt for a {type(model).__name__} model; only "
                 "BPE tokenizers (Qwen2) are supported. Save the backend's tokenizer.json instead."
             )
-        self._tokenizer.save(str(out / "tokenizer.json"), pretty=True)
-        # The Rust writer reproduces the released vocab.json and merges.txt byte for byte.
-        model.save(str(out))
-
         config = {**_DEFAULT_CONFIG, **self._config}
         config["added_tokens_decoder"] = {
             str(token_id): {
@@ -529,9 +519,15 @@ class CheersTokenizer:
         }
         config["chat_template"] = self.chat_template
         config = dict(sorted(config.items()))
-        (out / "tokenizer_config.json").write_text(
-            json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-        )
+        # Staged, then moved into place: a killed save leaves no half-written file behind.
+        with staged_files(out, "tokenizer folder") as (staging, names):
+            self._tokenizer.save(str(staging / "tokenizer.json"), pretty=True)
+            # The Rust writer reproduces the released vocab.json and merges.txt byte for byte.
+            model.save(str(staging))
+            (staging / "tokenizer_config.json").write_text(
+                json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+            )
+            names += ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"]
 
     def __repr__(self) -> str:
         return f"CheersTokenizer(vocab={len(self)}, special={self.special})"
