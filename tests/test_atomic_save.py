@@ -22,6 +22,7 @@ from cheers.config import CheersConfig
 from cheers.errors import CheckpointError
 from cheers.model import Cheers
 from cheers.tokenizer import CheersTokenizer
+from parity_fixtures import OFFICIAL
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "src" / "cheers" / "default_model"
@@ -141,6 +142,9 @@ def test_sigkill_during_a_trainer_checkpoint_keeps_the_previous_one(tmp_path):
 
     data = write_data(tmp_path / "data")
     config = write_config(data, "run", vae_steps=1, joint_steps=2, save_every=1)
+    # The embedded model's small vocabulary keeps this test fast; the checkpoint path is the same.
+    CheersConfig.tiny(image_size=32, vocab_size=512).save(data)
+    config.write_text(config.read_text().replace(str(OFFICIAL), str(DEFAULT_MODEL)))
     ckpts = data / "run" / "checkpoints"
     _run_killed(
         KILLER
