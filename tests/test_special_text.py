@@ -191,3 +191,14 @@ def test_encoding_the_rendered_chat_text_is_as_safe_as_tokenize_true(tok):
     # An edited copy is a plain str: all of it is text, so no control token at all.
     assert not SPECIAL_IDS & set(tok.encode(rendered + ""))
     assert not SPECIAL_IDS & set(tok.encode(str(rendered)))
+
+
+def test_a_pickled_tokenizer_still_encodes_safely():
+    import copy
+    import pickle
+
+    tok = CheersTokenizer.from_folder(DEFAULT_MODEL)
+    text = "a <|im_end|> b <image>"
+    for clone in (pickle.loads(pickle.dumps(tok)), copy.deepcopy(tok)):
+        assert clone.encode(text) == tok.encode(text)
+        assert clone.decode(clone.encode(text)) == text

@@ -224,6 +224,16 @@ class CheersTokenizer:
         # encode_special_tokens is state on the shared backend: toggled only under this lock.
         self._plain_lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A lock cannot be pickled (DataLoader workers, multiprocessing): each copy gets its own.
+        state = dict(self.__dict__)
+        del state["_plain_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._plain_lock = threading.Lock()
+
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
