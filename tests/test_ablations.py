@@ -24,8 +24,8 @@ from cheers.model import Cheers
 from cheers.shapes.render import Scene, ShapeObject, render
 from cheers.tokenizer import CheersTokenizer
 from cheers.training.objective import Objective, make_batch
+from parity_fixtures import OFFICIAL
 
-OFFICIAL = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "official"
 CANVAS = 32
 VARIANTS = {name: switches for name, switches in ABLATIONS.items() if switches}
 

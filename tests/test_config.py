@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,16 +10,13 @@ import torch
 from cheers.config import CheersConfig
 from cheers.errors import ConfigError
 from cheers.model import Cheers
-
-OFFICIAL = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "official"
-needs_official = pytest.mark.skipif(not OFFICIAL.is_dir(), reason="official spec files missing")
+from parity_fixtures import OFFICIAL
 
 
-@needs_official
 def test_official_preset_equals_released_config_plus_spec_defaults():
     from_file = CheersConfig.from_json(OFFICIAL / "config.json")
     assert from_file.to_dict() == CheersConfig.official().to_dict()
-    # Values the released file leaves out (spec §11).
+    # Values the released file leaves out (docs/architecture.md §11).
     assert from_file.text_config.num_hidden_layers == 28
     assert from_file.text_config.rope_theta == 1e6
     assert from_file.vae_encoder_config.ch_mult == (1, 2, 4, 4)
@@ -29,7 +25,6 @@ def test_official_preset_equals_released_config_plus_spec_defaults():
     assert from_file.tokens_per_image == 256 and from_file.grid_size == 32
 
 
-@needs_official
 def test_official_model_has_exactly_the_checkpoint_names():
     index = json.loads((OFFICIAL / "model.safetensors.index.json").read_text())
     with torch.device("meta"):
@@ -39,8 +34,8 @@ def test_official_model_has_exactly_the_checkpoint_names():
     assert set(state) == set(index["weight_map"])
 
 
-# Shapes computed by hand from the numbers of spec §11 (head_dim 128 for the LLM, 72 for the
-# ViT-width detail head; 2 KV heads everywhere).
+# Shapes computed by hand from the numbers of docs/architecture.md §11 (head_dim 128 for the LLM,
+# 72 for the ViT-width detail head; 2 KV heads everywhere).
 OFFICIAL_SHAPES = {
     "lm_head.weight": (151936, 1536),
     "model.language_model.embed_tokens.weight": (151936, 1536),
@@ -92,7 +87,6 @@ OFFICIAL_SHAPES = {
 }
 
 
-@needs_official
 def test_official_model_shapes_match_spec():
     index = json.loads((OFFICIAL / "model.safetensors.index.json").read_text())
     with torch.device("meta"):

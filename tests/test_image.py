@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,23 +18,14 @@ from cheers.image import (
     to_pil,
     to_pil_list,
 )
+from parity_fixtures import fixture_dirs, fixture_ids
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES_ROOT = Path(os.environ.get("CHEERS_FIXTURES", REPO.parent / "shared" / "fixtures"))
-
-
-def _fixture_dirs() -> list[Path]:
-    if not FIXTURES_ROOT.is_dir():
-        return []
-    return sorted(p.parent for p in FIXTURES_ROOT.glob("*/reference.json"))
-
-
-FIXTURE_DIRS = _fixture_dirs()
+FIXTURE_DIRS = fixture_dirs()
 fixture_params = pytest.mark.parametrize(
     "fixture_dir",
-    FIXTURE_DIRS
-    or [pytest.param(None, marks=pytest.mark.skip(reason=f"no fixtures under {FIXTURES_ROOT}"))],
-    ids=[p.name for p in FIXTURE_DIRS] or ["none"],
+    FIXTURE_DIRS or [pytest.param(None, marks=pytest.mark.skip(reason="no parity fixtures"))],
+    ids=fixture_ids(FIXTURE_DIRS) or ["none"],
 )
 
 

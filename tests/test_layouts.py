@@ -1,4 +1,4 @@
-"""Every tensor layout checked element by element against the spec's index formulas."""
+"""Every tensor layout checked element by element against docs/architecture.md's formulas."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_latent_space_to_depth_channel_order():
     for c, i, j, r, s in itertools.product(
         range(z), range(2), range(2), range(h // 2), range(w // 2)
     ):
-        # spec §3: new channel index c·4 + i·2 + j
+        # docs/architecture.md §3: new channel index c·4 + i·2 + j
         assert out[1, c * 4 + i * 2 + j, r, s] == x[1, c, 2 * r + i, 2 * s + j]
     assert torch.equal(latent_depth_to_space(out), x)
 
@@ -36,7 +36,7 @@ def test_token_merge_is_position_major():
     half = grid // 2
     assert out.shape == (2, half * half, 4 * ch)
     for r, c, i, j, k in itertools.product(range(half), range(half), range(2), range(2), range(ch)):
-        # spec §5: output token (r, c) row-major; feature (i·2 + j)·C + channel
+        # docs/architecture.md §5: output token (r, c) row-major; feature (i·2 + j)·C + channel
         assert out[0, r * half + c, (i * 2 + j) * ch + k] == x[0, (2 * r + i) * grid + 2 * c + j, k]
     assert torch.equal(unmerge_tokens(out, grid), x)
 
@@ -47,7 +47,7 @@ def test_semantic_head_unpatchify_goes_to_grid_cells():
     y = torch.randn(1, half * half, 4 * ch)
     cells = unmerge_tokens(y, grid)
     for r, c, i, j, k in itertools.product(range(half), range(half), range(2), range(2), range(ch)):
-        # spec §8: feature (i·2 + j)·C_vit + channel goes to cell (2r+i, 2c+j)
+        # docs/architecture.md §8: feature (i·2 + j)·C_vit + channel goes to cell (2r+i, 2c+j)
         assert (
             cells[0, (2 * r + i) * grid + 2 * c + j, k] == y[0, r * half + c, (i * 2 + j) * ch + k]
         )

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from cheers.config import CheersConfig
+from cheers.errors import PromptError
 from cheers.model import Cheers
 from cheers.sequence import (
     CAUSAL,
@@ -50,7 +51,7 @@ def test_splice_places_image_tokens_and_checks_counts():
     out, block = splice([7, 8, -200, 9, 10], embed, [image], image_token_id=99)
     assert out[:, 0].tolist() == [0, 1, -1, -1, -1, 3, 4]
     assert block.tolist() == [CAUSAL, CAUSAL, 0, 0, 0, CAUSAL, CAUSAL]
-    with pytest.raises(ValueError, match="1 image placeholder"):
+    with pytest.raises(PromptError, match="1 image placeholder"):
         splice([7, 99, 8], embed[:3], [], image_token_id=99)
 
 

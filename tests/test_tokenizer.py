@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,11 +12,10 @@ import torch
 from tokenizers import AddedToken, Tokenizer, models
 
 from cheers.errors import CheckpointError, PromptError
-from cheers.tokenizer import QWEN2_CHAT_TEMPLATE, CheersTokenizer, SpecialTokens
+from cheers.tokenizer import IMAGE_SLOT_TEXT, QWEN2_CHAT_TEMPLATE, CheersTokenizer, SpecialTokens
+from parity_fixtures import OFFICIAL, fixture_dirs, fixture_ids
 
 REPO = Path(__file__).resolve().parents[1]
-OFFICIAL = REPO.parent / "shared" / "spec" / "official"
-FIXTURES_ROOT = Path(os.environ.get("CHEERS_FIXTURES", REPO.parent / "shared" / "fixtures"))
 
 # Covers Latin with accents, CJK, Arabic, emoji with a skin-tone modifier, digits (Qwen2 splits
 # them one by one), code, tabs, CRLF and runs of spaces: the regex's every branch.
@@ -27,23 +25,11 @@ MULTILINGUAL = (
     "def f(x):\n    return x**2  # it's, we're, I'LL\n<|im_start|><image>"
 )
 
-
-def _fixture_dirs() -> list[Path]:
-    if not FIXTURES_ROOT.is_dir():
-        return []
-    return sorted(p.parent for p in FIXTURES_ROOT.glob("*/reference.json"))
-
-
-FIXTURE_DIRS = _fixture_dirs()
+FIXTURE_DIRS = fixture_dirs()
 fixture_params = pytest.mark.parametrize(
     "fixture_dir",
-    FIXTURE_DIRS
-    or [pytest.param(None, marks=pytest.mark.skip(reason=f"no fixtures under {FIXTURES_ROOT}"))],
-    ids=[p.name for p in FIXTURE_DIRS] or ["none"],
-)
-
-pytestmark = pytest.mark.skipif(
-    not (OFFICIAL / "vocab.json").is_file(), reason=f"official tokenizer files absent: {OFFICIAL}"
+    FIXTURE_DIRS or [pytest.param(None, marks=pytest.mark.skip(reason="no parity fixtures"))],
+    ids=fixture_ids(FIXTURE_DIRS) or ["none"],
 )
 
 
@@ -85,7 +71,8 @@ def test_fixture_understanding_prompt(fixture_dir: Path, tok: CheersTokenizer) -
     und = ref["und"]
     assert t.apply_chat_template(und["messages"]) == und["chat_text"]
     placeholder = ref["special_ids"]["IMAGE_TOKEN_INDEX"]
-    ids = [placeholder if i == t.special.image else i for i in t.encode(und["chat_text"])]
+    ids = t.apply_chat_template(und["messages"], tokenize=True, image_placeholders=True)
+    ids = [placeholder if i == t.special.image else i for i in ids]
     assert ids == und["input_ids"]
 
 
@@ -95,7 +82,10 @@ def test_fixture_generation_prompt(fixture_dir: Path, tok: CheersTokenizer) -> N
     t = _tokenizer_for(fixture_dir, tok)
     gen = ref["gen"]
     assert t.apply_chat_template(gen["messages"]) == gen["chat_text"]
-    assert [*t.encode(gen["chat_text"]), t.special.im_start] == gen["input_ids"]
+    ids = t.apply_chat_template(gen["messages"], tokenize=True)
+    assert [*ids, t.special.im_start] == gen["input_ids"]
+    # The rendered text, encoded as trusted template text, gives the same ids.
+    assert t.encode(gen["chat_text"], allowed_special="all") == ids
 
 
 @fixture_params
@@ -161,9 +151,10 @@ def test_encode_known_ids(tok: CheersTokenizer) -> None:
 
 
 def test_added_tokens_in_text_are_single_ids(tok: CheersTokenizer) -> None:
-    assert tok.encode("<im_start><image><im_end>") == [151667, 151665, 151668]
-    assert tok.encode("<|im_start|>user\n") == [151644, 872, 198]
-    assert tok.encode("<image_gen><no_mean><|endoftext|>") == [151666, 151669, 151643]
+    every = "all"
+    assert tok.encode("<im_start><image><im_end>", every) == [151667, 151665, 151668]
+    assert tok.encode("<|im_start|>user\n", every) == [151644, 872, 198]
+    assert tok.encode("<image_gen><no_mean><|endoftext|>", every) == [151666, 151669, 151643]
     # A partial token is ordinary text.
     assert 151665 not in tok.encode("<imag")
 
@@ -198,7 +189,7 @@ def test_decode_rejects_placeholders_and_batches(tok: CheersTokenizer) -> None:
 
 
 def test_round_trip_text(tok: CheersTokenizer) -> None:
-    ids = tok.encode(MULTILINGUAL)
+    ids = tok.encode(MULTILINGUAL, allowed_special="all")
     assert tok.decode(ids, skip_special_tokens=False) == MULTILINGUAL
     assert tok.decode(ids) == MULTILINGUAL.replace("<|im_start|><image>", "")
 
@@ -297,9 +288,10 @@ def test_save_load_round_trip_both_paths(saved: Path, tok: CheersTokenizer, tmp_
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
         shutil.copy(saved / name, bpe_only / name)
     from_bpe = CheersTokenizer.from_folder(bpe_only)
-    expected = tok.encode(MULTILINGUAL)
-    assert from_json.encode(MULTILINGUAL) == expected
-    assert from_bpe.encode(MULTILINGUAL) == expected
+    for allowed in ("all", ()):
+        expected = tok.encode(MULTILINGUAL, allowed)
+        assert from_json.encode(MULTILINGUAL, allowed) == expected
+        assert from_bpe.encode(MULTILINGUAL, allowed) == expected
     assert from_json.special == from_bpe.special == tok.special
     assert len(from_json) == len(from_bpe) == len(tok)
     assert from_json.decode(expected) == from_bpe.decode(expected) == tok.decode(expected)
@@ -314,7 +306,7 @@ def test_tokenizer_json_without_cheers_tokens_gets_them(
     (tmp_path / "tokenizer.json").write_text(json.dumps(state), encoding="utf-8")
     loaded = CheersTokenizer.from_folder(tmp_path)
     assert loaded.special == SpecialTokens()
-    assert loaded.encode("<im_start><image><im_end>") == [151667, 151665, 151668]
+    assert loaded.encode("<im_start><image><im_end>", "all") == [151667, 151665, 151668]
 
 
 # -- load errors ------------------------------------------------------------------------------
@@ -404,4 +396,4 @@ def test_compact_vocabulary_with_all_cheers_tokens_keeps_its_ids(tmp_path: Path)
     small.save(str(tmp_path / "compact" / "tokenizer.json"))
     tok = CheersTokenizer.from_folder(tmp_path / "compact")
     assert (tok.special.pad, tok.special.image, tok.special.no_mean) == (2, 5, 9)
-    assert tok.encode("<im_start><image><im_end>") == [7, 5, 8]
+    assert tok.encode("<im_start><image><im_end>", [IMAGE_SLOT_TEXT]) == [7, 5, 8]

@@ -11,8 +11,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from cheers._files import ensure_folder, staged_files
 from cheers.config import CheersConfig
 from cheers.errors import CheckpointError
 from cheers.model import Cheers
@@ -226,17 +225,15 @@ def save_state(
 ) -> Path:
     """:func:`save_model` for a state dict (e.g. one gathered from a sharded training run)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    ensure_folder(folder)  # a clear error for a file path, before the (slow) copy below
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     floating = [v.dtype for v in state.values() if v.is_floating_point()]
     dtype_name = str(floating[0] if floating else torch.float32).removeprefix("torch.")
     shards = _split(state, max_shard_bytes)
-    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
-    try:
-        names: list[str] = []
+    with staged_files(folder) as (staging, names):
         if len(shards) == 1:
+            save_file(shards[0], str(staging / "model.safetensors"), metadata={"format": "pt"})
             names.append("model.safetensors")
-            save_file(shards[0], str(staging / names[0]), metadata={"format": "pt"})
         else:
             weight_map: dict[str, str] = {}
             for i, shard in enumerate(shards, start=1):
@@ -254,15 +251,11 @@ def save_state(
         config = dataclasses.replace(config, extra={**config.extra, "torch_dtype": dtype_name})
         config.save(staging)
         names.append("config.json")
-        for name in names:
-            os.replace(staging / name, folder / name)
-        # Weights of an earlier save in another layout would make the folder ambiguous.
-        stale = [*folder.glob("model*.safetensors"), *folder.glob("*.safetensors.index.json")]
-        for old in stale:
-            if old.name not in names:
-                old.unlink()
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # Weights of an earlier save in another layout would make the folder ambiguous.
+    stale = [*folder.glob("model*.safetensors"), *folder.glob("*.safetensors.index.json")]
+    for old in stale:
+        if old.name not in names:
+            old.unlink()
     return folder
 
 

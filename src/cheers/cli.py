@@ -725,6 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
             '  cheers edit photo.jpg --instruction "make it winter" --model ./Cheers'
         ),
     )
+    from cheers import __version__
+
+    parser.add_argument("--version", action="version", version=f"cheers {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, command in COMMANDS.items():
         sub = subparsers.add_parser(

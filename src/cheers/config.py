@@ -1,8 +1,8 @@
 """Model configuration: dataclasses that read and write the released ``config.json``.
 
 The released file names only some fields; every other field takes the reference's default
-(spec §11). :func:`CheersConfig.official` is the released model, :func:`CheersConfig.tiny` a
-small model with the same architecture for tests and CPU training.
+(docs/architecture.md §11). :func:`CheersConfig.official` is the released model,
+:func:`CheersConfig.tiny` a small model with the same architecture for tests and CPU training.
 
 Couplings the architecture relies on are *derived* (see the properties of
 :class:`CheersConfig`) and checked by :meth:`CheersConfig.validate`.
@@ -11,6 +11,7 @@ Couplings the architecture relies on are *derived* (see the properties of
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +139,8 @@ class CheersConfig:
     semantic_head_layers: int = 7
     detail_head_layers: int = 3
     # The released model was run with a random noise image in front of image-less requests
-    # (spec §10); models trained here see none, so inference follows this flag by default.
+    # (docs/architecture.md §10); models trained here see none, so inference follows this flag
+    # by default.
     dummy_image_prefix: bool = True
     # Ablation switches (docs/ablations.md); the defaults are the paper's architecture.
     # detail_injection: the gate adds the ViT patch embeddings to the semantic head's output.
@@ -222,7 +224,10 @@ class CheersConfig:
         return (self.grid_size // self.token_merge) ** 2
 
     def validate(self) -> CheersConfig:
-        """Check every coupling of spec §11; raise :class:`ConfigError` naming the fix."""
+        """Check every coupling of docs/architecture.md §11.
+
+        Raises :class:`ConfigError` naming the broken coupling and the fix.
+        """
         enc, dec = self.vae_encoder_config, self.vae_decoder_config
         vit, text = self.vision_representation_config, self.text_config
         problems: list[str] = []
@@ -313,6 +318,7 @@ class CheersConfig:
             raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
         kwargs: dict[str, Any] = {}
         extra: dict[str, Any] = {}
+        _reject_typos(data, [*_SUB_CONFIGS, *_HEAD_DEFAULTS], "config.json")
         for key, value in data.items():
             if key in _SUB_CONFIGS:
                 kwargs[key] = _sub_config_from_dict(_SUB_CONFIGS[key], key, value)
@@ -380,7 +386,9 @@ def _sub_config_from_dict(kind: type, key: str, value: Any) -> Any:
         raise ConfigError(f"config field {key!r} must be an object, got {value!r}")
     kwargs: dict[str, Any] = {}
     # Fields not listed (model_type, num_patches, layer_types, newer additions) are derived or
-    # unused by the architecture; they are never guessed at.
+    # unused by the architecture; they are never guessed at. A key that is nearly a field's name
+    # is a typo, though: ignoring it would silently build a different model.
+    _reject_typos(value, [f.name for f in dataclasses.fields(kind)], key)
     for f in dataclasses.fields(kind):
         if f.name not in value:
             continue
@@ -411,3 +419,25 @@ def _sub_config_from_dict(kind: type, key: str, value: Any) -> Any:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+# Keys of Hugging Face configs that are not Cheers fields; never taken for typos.
+_METADATA_KEYS = {"model_type", "torch_dtype", "transformers_version", "architectures", "auto_map"}
+
+
+def _reject_typos(data: dict[str, Any], known: list[str], where: str) -> None:
+    """Raise for a key that is not a field but is close to one's name (a likely misspelling).
+
+    Other unknown keys are Hugging Face bookkeeping (``model_type``, ``layer_types``…) and are
+    kept or ignored, so configs written by other tools still load.
+    """
+    for key in data:
+        if key in known or key in _METADATA_KEYS or not isinstance(key, str):
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(
+                f"{where} has the key {key!r}, which is not a Cheers config field; did you mean "
+                f"{close[0]!r}? Rename it: an unknown key is ignored, so the model would be built "
+                f"with the default {close[0]} instead"
+            )

@@ -1,7 +1,7 @@
 """Image input and preprocessing.
 
 Every image reaches the model as float32 RGB in [0, 1], channels first, with no mean/std
-normalisation. Two geometries exist (spec §2):
+normalisation. Two geometries exist (docs/architecture.md §2):
 
 * understanding: letterbox, i.e. resize so the longer side is ``R`` and pad black to ``R×R``;
 * generation / editing target: resize so the shorter side is ``R`` and centre-crop ``R×R``.
@@ -37,7 +37,8 @@ __all__ = [
 #: What :func:`load_image` accepts: a file path, a PIL image or a uint8 array.
 ImageInput: TypeAlias = str | os.PathLike | Image.Image | np.ndarray
 
-#: Side of the noise image the reference encodes in front of text-only requests (spec §10).
+#: Side of the noise image the reference encodes in front of text-only requests
+#: (docs/architecture.md §10).
 DUMMY_IMAGE_SIZE = 256
 
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -106,7 +107,8 @@ def preprocess_generation(image: ImageInput, resolution: int) -> torch.Tensor:
 def make_dummy_image(generator: torch.Generator | None = None) -> np.ndarray:
     """Uniform random RGB noise, ``uint8`` of shape ``(256, 256, 3)``.
 
-    The reference encodes such an image in front of every request that carries none (spec §10).
+    The reference encodes such an image in front of every request that carries none
+    (docs/architecture.md §10).
     It draws it from numpy's global state; this draws from ``generator`` so a seed reproduces it.
     """
     device = generator.device if generator is not None else torch.device("cpu")

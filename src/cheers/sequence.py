@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cheers.errors import PromptError
+
 # The reference's processor writes -200 where an image goes; our tokenizer writes `<image>`.
 IMAGE_PLACEHOLDER = -200
 CAUSAL = -1
@@ -49,7 +51,8 @@ def splice(
     ids = torch.as_tensor(input_ids).tolist()
     slots = [i for i, tok in enumerate(ids) if tok in (image_token_id, IMAGE_PLACEHOLDER)]
     if len(slots) != len(images):
-        raise ValueError(
+        # A PromptError (a ValueError too): the count comes from what the user wrote.
+        raise PromptError(
             f"the prompt has {len(slots)} image placeholder(s) but {len(images)} image(s) were "
             "given; write one `<im_start><image><im_end>` per image"
         )

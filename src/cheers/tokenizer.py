@@ -5,30 +5,43 @@ The released checkpoint uses the Qwen2.5 tokenizer unchanged and adds ``<image>`
 rebuilds that tokenizer with the Hugging Face ``tokenizers`` library (no ``transformers`` needed),
 from either a ``tokenizer.json`` or the ``vocab.json`` + ``merges.txt`` + ``tokenizer_config.json``
 triple, and renders the Qwen ChatML template in plain Python.
+
+Special-token strings typed by a user (``<|im_end|>``, ``<image>``…) are plain text: :meth:`encode`
+tokenises them as ordinary bytes unless the caller names them in ``allowed_special``, and
+:meth:`CheersTokenizer.apply_chat_template` with ``tokenize=True`` produces control tokens only
+for the template itself. Otherwise a prompt could close its own turn and open an assistant turn
+(prompt injection), or claim image slots that have no image.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import re
+import threading
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from tokenizers import AddedToken, Tokenizer, models
 
+from cheers._files import staged_files
 from cheers.errors import CheckpointError, PromptError
 
 __all__ = [
     "CHEERS_TOKENS",
+    "DATA_PLACEHOLDERS",
     "DEFAULT_SYSTEM_PROMPT",
+    "IMAGE_GEN_SLOT_TEXT",
     "IMAGE_GEN_TOKEN",
+    "IMAGE_SLOT_TEXT",
     "IMAGE_TOKEN",
     "IM_END_TOKEN",
     "IM_START_TOKEN",
     "NO_MEAN_TOKEN",
     "QWEN2_CHAT_TEMPLATE",
     "QWEN2_SPLIT_PATTERN",
+    "ChatText",
     "CheersTokenizer",
     "SpecialTokens",
 ]
@@ -38,6 +51,14 @@ IMAGE_GEN_TOKEN = "<image_gen>"
 IM_START_TOKEN = "<im_start>"
 IM_END_TOKEN = "<im_end>"
 NO_MEAN_TOKEN = "<no_mean>"
+
+#: How a prompt marks where an image goes; the only special-token text a prompt may contain, and
+#: only where the caller asks for image placeholders.
+IMAGE_SLOT_TEXT = f"{IM_START_TOKEN}{IMAGE_TOKEN}{IM_END_TOKEN}"
+#: How an assistant turn of the released training data marks an image to generate.
+IMAGE_GEN_SLOT_TEXT = f"{IM_START_TOKEN}{IMAGE_GEN_TOKEN}{IM_END_TOKEN}"
+#: The special-token text the released JSONL training format writes in its turns.
+DATA_PLACEHOLDERS: tuple[str, ...] = (IMAGE_SLOT_TEXT, IMAGE_GEN_SLOT_TEXT)
 
 #: The Cheers tokens with the ids the released embedding table was trained with, in the order
 #: the reference adds them (the order is what fixes the ids when they are appended).
@@ -67,6 +88,7 @@ QWEN2_CHAT_TEMPLATE = (
 )
 
 _CHAT_ROLES = ("system", "user", "assistant")
+_CHAT_START, _CHAT_END = "<|im_start|>", "<|im_end|>"
 _ACCEPTED_FILES = "tokenizer.json, or vocab.json + merges.txt + tokenizer_config.json"
 
 # Written into a saved tokenizer_config.json when the source folder had none; these are the
@@ -130,6 +152,20 @@ _QWEN2_PIPELINE: dict[str, Any] = {
 }
 
 
+class ChatText(str):
+    """Chat text rendered by :meth:`CheersTokenizer.apply_chat_template`, which remembers its parts.
+
+    It is an ordinary ``str`` (print it, compare it), but :meth:`CheersTokenizer.encode` given one
+    unchanged tokenises its template parts as control tokens and its message text as plain text
+    (``<im_start><image><im_end>`` in a message being an image slot), exactly as
+    ``apply_chat_template(..., tokenize=True, image_placeholders=True)`` does. So code that
+    encodes the rendered text stays safe against special-token text in messages. Any edit of the
+    string (slicing, concatenation) gives a plain ``str``, which encodes as plain text throughout.
+    """
+
+    _pieces: tuple[tuple[bool, str], ...] = ()
+
+
 @dataclass(frozen=True)
 class SpecialTokens:
     """Ids of the tokens the model code needs, read from the loaded vocabulary."""
@@ -185,6 +221,18 @@ class CheersTokenizer:
         self._tokenizer = tokenizer
         self._config: dict[str, Any] = dict(config) if config is not None else {}
         self.special = SpecialTokens.from_tokenizer(tokenizer)
+        # encode_special_tokens is state on the shared backend: toggled only under this lock.
+        self._plain_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A lock cannot be pickled (DataLoader workers, multiprocessing): each copy gets its own.
+        state = dict(self.__dict__)
+        del state["_plain_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._plain_lock = threading.Lock()
 
     # -- construction -------------------------------------------------------------------------
 
@@ -239,16 +287,69 @@ class CheersTokenizer:
         """Number of token ids, added tokens included (151670 for the release)."""
         return self._tokenizer.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; added tokens written in it (``<image>``…) become single ids.
+    def encode(
+        self, text: str, allowed_special: Collection[str] | Literal["all"] = ()
+    ) -> list[int]:
+        """Token ids of ``text``, with special-token strings in it tokenised as plain text.
 
-        No BOS/EOS is added, as in the reference.
+        ``<|im_end|>``, ``<image>`` and the other special tokens written in ``text`` become the
+        ids of their characters, as any other text: user text cannot produce control tokens.
+        ``allowed_special`` names the exact strings that do become special ids, e.g.
+        ``[IMAGE_SLOT_TEXT]`` (an image slot) or :data:`DATA_PLACEHOLDERS` (the training
+        data format); ``"all"`` recognises every added token, for text rendered by trusted code.
+        Non-special added tokens (Qwen's ``<tool_call>``…) keep their single id, as in the
+        Hugging Face tokenizer. No BOS/EOS is added, as in the reference.
         """
         if not isinstance(text, str):
             raise PromptError(
                 f"encode() takes a str, got {type(text).__name__}. Pass the prompt text."
             )
-        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        if (
+            isinstance(text, ChatText)
+            and not isinstance(allowed_special, str)
+            and not allowed_special
+        ):
+            return self._encode_pieces(text._pieces, image_placeholders=True)
+        if isinstance(allowed_special, str):
+            if allowed_special != "all":
+                raise PromptError(
+                    f"allowed_special={allowed_special!r} is a single string. Pass 'all' or a "
+                    f"list of strings, e.g. [{IMAGE_SLOT_TEXT!r}]."
+                )
+            return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        try:
+            given = list(allowed_special)
+        except TypeError:
+            given = [allowed_special]
+        if not all(isinstance(a, str) and a for a in given):
+            raise PromptError(
+                f"allowed_special must be 'all' or a list of non-empty strings, got "
+                f"{allowed_special!r}. Pass e.g. [{IMAGE_SLOT_TEXT!r}]."
+            )
+        # Longest first, so a unit wins over a token it contains.
+        allowed = sorted(set(given), key=len, reverse=True)
+        if not allowed:
+            return self._encode_plain(text)
+        ids: list[int] = []
+        pattern = re.compile("|".join(re.escape(a) for a in allowed))
+        start = 0
+        for match in pattern.finditer(text):
+            ids += self._encode_plain(text[start : match.start()])
+            ids += self._tokenizer.encode(match.group(), add_special_tokens=False).ids
+            start = match.end()
+        return ids + self._encode_plain(text[start:])
+
+    def _encode_plain(self, text: str) -> list[int]:
+        """Ids of ``text`` with every special added token matched as ordinary characters."""
+        if not text:
+            return []
+        with self._plain_lock:
+            previous = self._tokenizer.encode_special_tokens
+            self._tokenizer.encode_special_tokens = True
+            try:
+                return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+            finally:
+                self._tokenizer.encode_special_tokens = previous
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         """Text of ``ids`` (a list, or a 1-D tensor/array).
@@ -292,15 +393,47 @@ class CheersTokenizer:
 
     # -- chat ---------------------------------------------------------------------------------
 
+    @overload
     def apply_chat_template(
-        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
-    ) -> str:
+        self,
+        messages: Sequence[Mapping[str, str]],
+        add_generation_prompt: bool = True,
+        *,
+        tokenize: Literal[False] = False,
+        image_placeholders: bool = False,
+    ) -> str: ...
+
+    @overload
+    def apply_chat_template(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        add_generation_prompt: bool = True,
+        *,
+        tokenize: Literal[True],
+        image_placeholders: bool = False,
+    ) -> list[int]: ...
+
+    def apply_chat_template(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        add_generation_prompt: bool = True,
+        *,
+        tokenize: bool = False,
+        image_placeholders: bool = False,
+    ) -> str | list[int]:
         """Render ``messages`` in Qwen ChatML, exactly as the released Jinja template does.
 
         ``messages`` is a list of ``{"role": "system"|"user"|"assistant", "content": str}``.
         The default system prompt is inserted when the first message is not a system message.
         A different template in a loaded ``tokenizer_config.json`` is kept for :meth:`save` but
         not interpreted: the checkpoint was trained with this format.
+
+        With ``tokenize=False`` (the default) the rendered text is returned as a
+        :class:`ChatText`, which :meth:`encode` tokenises safely (do not pass
+        ``allowed_special="all"`` with it: special-token text in a message would become control
+        tokens). ``tokenize=True`` returns the ids, where only the template's own
+        ``<|im_start|>``/``<|im_end|>`` are control tokens and message text is plain text, except
+        that with ``image_placeholders`` each ``<im_start><image><im_end>`` in it is an image slot.
         """
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
             raise PromptError(
@@ -313,7 +446,9 @@ class CheersTokenizer:
                 "messages is empty. Pass at least one message, e.g. "
                 "[{'role': 'user', 'content': prompt}]."
             )
-        parts: list[str] = []
+        # The template as (is_control_token, text) pieces: the text pieces are what a user wrote
+        # (plus role names), so they are tokenised apart from the control tokens.
+        pieces: list[tuple[bool, str]] = []
         for index, message in enumerate(messages):
             if (
                 not isinstance(message, Mapping)
@@ -336,11 +471,27 @@ class CheersTokenizer:
                     "Pass text; put an image in the text as <im_start><image><im_end>."
                 )
             if index == 0 and role != "system":
-                parts.append(f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n")
-            parts.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
+                pieces += _turn("system", DEFAULT_SYSTEM_PROMPT)
+            pieces += _turn(role, content)
         if add_generation_prompt:
-            parts.append("<|im_start|>assistant\n")
-        return "".join(parts)
+            pieces += [(True, _CHAT_START), (False, "assistant\n")]
+        if not tokenize:
+            rendered = ChatText("".join(text for _, text in pieces))
+            rendered._pieces = tuple(pieces)
+            return rendered
+        return self._encode_pieces(pieces, image_placeholders)
+
+    def _encode_pieces(
+        self, pieces: Iterable[tuple[bool, str]], image_placeholders: bool
+    ) -> list[int]:
+        allowed = (IMAGE_SLOT_TEXT,) if image_placeholders else ()
+        ids: list[int] = []
+        for control, text in pieces:
+            if control:
+                ids.append(self.special.im_start_chat if text == _CHAT_START else self.special.eos)
+            else:
+                ids += self.encode(text, allowed_special=allowed)
+        return ids
 
     @property
     def chat_template(self) -> str:
@@ -358,23 +509,12 @@ class CheersTokenizer:
         encodes identically, from ``tokenizer.json`` or from the other three files.
         """
         out = Path(folder)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CheckpointError(
-                f"Cannot create tokenizer folder {str(out)!r} ({exc}). Choose a writable path."
-            ) from exc
-
         model = self._tokenizer.model
         if not isinstance(model, models.BPE):
             raise CheckpointError(
                 f"Cannot write vocab.json/merges.txt for a {type(model).__name__} model; only "
                 "BPE tokenizers (Qwen2) are supported. Save the backend's tokenizer.json instead."
             )
-        self._tokenizer.save(str(out / "tokenizer.json"), pretty=True)
-        # The Rust writer reproduces the released vocab.json and merges.txt byte for byte.
-        model.save(str(out))
-
         config = {**_DEFAULT_CONFIG, **self._config}
         config["added_tokens_decoder"] = {
             str(token_id): {
@@ -389,12 +529,23 @@ class CheersTokenizer:
         }
         config["chat_template"] = self.chat_template
         config = dict(sorted(config.items()))
-        (out / "tokenizer_config.json").write_text(
-            json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-        )
+        # Staged, then moved into place: a killed save leaves no half-written file behind.
+        with staged_files(out, "tokenizer folder") as (staging, names):
+            self._tokenizer.save(str(staging / "tokenizer.json"), pretty=True)
+            # The Rust writer reproduces the released vocab.json and merges.txt byte for byte.
+            model.save(str(staging))
+            (staging / "tokenizer_config.json").write_text(
+                json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+            )
+            names += ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"]
 
     def __repr__(self) -> str:
         return f"CheersTokenizer(vocab={len(self)}, special={self.special})"
+
+
+def _turn(role: str, content: str) -> list[tuple[bool, str]]:
+    # "role\ncontent" stays one piece: the BPE split then equals that of the rendered string.
+    return [(True, _CHAT_START), (False, f"{role}\n{content}"), (True, _CHAT_END), (False, "\n")]
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:

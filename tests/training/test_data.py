@@ -15,8 +15,7 @@ from cheers.data.records import read_records
 from cheers.errors import DataError
 from cheers.sequence import IMAGE_PLACEHOLDER
 from cheers.tokenizer import CheersTokenizer
-
-OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "official"
+from parity_fixtures import OFFICIAL
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +122,10 @@ def test_labels_follow_the_spec(tmp_path, tok):
     ex = tokenize(und, tok, tokens_per_image=4, max_length=512)
     # Turn-by-turn tokenisation equals tokenising the whole chat text at once.
     messages = [{"role": "user", "content": UND["conversations"][0]["value"]}]
-    whole = tok.encode(tok.apply_chat_template(messages, add_generation_prompt=False))
-    whole += tok.encode("<|im_start|>assistant\nred<|im_end|>\n")
+    whole = tok.apply_chat_template(
+        messages, add_generation_prompt=False, tokenize=True, image_placeholders=True
+    )
+    whole += tok.encode("<|im_start|>assistant\nred<|im_end|>\n", allowed_special="all")
     assert [IMAGE_PLACEHOLDER if i == s.image else i for i in whole] == list(ex.input_ids)
     trained = [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != IGNORE]
     assert trained == [*tok.encode("red"), s.eos]
@@ -236,5 +237,5 @@ def test_time_shift_must_be_positive(tmp_path):
     }
     assert TrainConfig.from_dict(raw, base=tmp_path).stages[0].time_shift == 0.5
     raw["stages"][0]["time_shift"] = 0.0
-    with pytest.raises(ConfigError, match="time_shift must be > 0"):
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.time_shift = 0(\.0)?: must be > 0"):
         TrainConfig.from_dict(raw, base=tmp_path)

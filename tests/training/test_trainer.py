@@ -17,8 +17,8 @@ from conversations import GENERATED, QUESTION, write_jsonl
 
 from cheers.config import CheersConfig
 from cheers.shapes.render import Scene, ShapeObject, render
+from parity_fixtures import OFFICIAL
 
-OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "official"
 CANVAS = 32
 
 

@@ -14,8 +14,8 @@ from cheers.errors import DataError
 from cheers.model import Cheers
 from cheers.tokenizer import CheersTokenizer
 from cheers.training.validation import validation_losses
+from parity_fixtures import OFFICIAL
 
-OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "official"
 Q, GEN = QUESTION, GENERATED
 
 
@@ -123,7 +123,8 @@ def test_text_only_set_keeps_the_dummy_images_flow_term(tmp_path, tok, model):
     path = _write(tmp_path, [(None, "Say hi.", "hi"), (None, "Say bye.", "bye")])
     result = validation_losses(model, tok, path)
     assert result.text > 0
-    # The dummy image slot is in the objective's image term (spec §9), so flow is defined.
+    # The dummy image slot is in the objective's image term (docs/architecture.md §9), so flow is
+    # defined.
     assert result.flow is not None
 
 

@@ -1,8 +1,8 @@
 """From records to model inputs: token ids with image slots, labels, and image batches.
 
 Each conversation is tokenised turn by turn, so we know which tokens are the assistant's:
-those are trained (spec §9), including the `<im_start>` that begins an image and the turn's
-closing `<|im_end|>`, but not the image tokens nor the forced `<im_end>` after an image.
+those are trained (docs/architecture.md §9), including the `<im_start>` that begins an image and
+the turn's closing `<|im_end|>`, but not the image tokens nor the forced `<im_end>` after an image.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from cheers.data.records import Record
 from cheers.errors import DataError, ImageError
 from cheers.image import preprocess_generation, preprocess_understanding
 from cheers.sequence import IMAGE_PLACEHOLDER
-from cheers.tokenizer import DEFAULT_SYSTEM_PROMPT, CheersTokenizer
+from cheers.tokenizer import DATA_PLACEHOLDERS, DEFAULT_SYSTEM_PROMPT, CheersTokenizer
 
 IGNORE = -100
 UNDERSTANDING, GENERATION, DUMMY = "und", "gen", "dummy"
@@ -65,12 +65,14 @@ def tokenize(
     for role, content in messages:
         assistant = role == "assistant"
         add([special.im_start_chat, *tokenizer.encode(f"{role}\n")], trained=False)
-        add(tokenizer.encode(content), trained=assistant)
+        # The released format writes <im_start><image><im_end> (and <image_gen>) in turns: those
+        # units are image slots; any other special-token text in a turn is plain text.
+        add(tokenizer.encode(content, allowed_special=DATA_PLACEHOLDERS), trained=assistant)
         add([special.eos], trained=assistant)
         add(tokenizer.encode("\n"), trained=False)
     images = [str(p) for p in record.images]
     if not roles:
-        # spec §9: a text-only sample gets a black dummy image in front, at t = 0.
+        # docs/architecture.md §9: a text-only sample gets a black dummy image in front, at t = 0.
         ids.insert(0, IMAGE_PLACEHOLDER)
         labels.insert(0, IGNORE)
         roles.append(DUMMY)
@@ -89,8 +91,11 @@ def tokenize(
 
 
 def apply_guidance_dropout(example: Example, tokenizer: CheersTokenizer) -> Example:
-    """The unconditional version of a generation sample (spec §9): every token except the image
-    slots, `<im_start>` and `<im_end>` becomes `<no_mean>`; only `<im_start>` stays trained."""
+    """The unconditional version of a generation sample (docs/architecture.md §9).
+
+    Every token except the image slots, `<im_start>` and `<im_end>` becomes `<no_mean>`; only
+    `<im_start>` stays trained.
+    """
     special = tokenizer.special
     keep = {IMAGE_PLACEHOLDER, special.im_start, special.im_end}
     ids = tuple(i if i in keep else special.no_mean for i in example.input_ids)
@@ -102,7 +107,7 @@ def apply_guidance_dropout(example: Example, tokenizer: CheersTokenizer) -> Exam
 
 
 def load_slot_image(path: str, role: str, resolution: int, source: str) -> torch.Tensor:
-    """Pixels (3, R, R) for one image slot, preprocessed for its role (spec §2)."""
+    """Pixels (3, R, R) for one image slot, preprocessed for its role (docs/architecture.md §2)."""
     if role == DUMMY:
         return torch.zeros(3, resolution, resolution)
     try:

@@ -85,8 +85,8 @@ def evaluate_generation(
             trained on. Outputs of another size are resized to it (area averaging down,
             nearest neighbour up; see :func:`~cheers.evaluation.common.to_canvas`).
         dummy_image: put a noise image in front of every prompt (the released model's
-            behaviour, spec §10); ``None`` follows the model config's ``dummy_image_prefix``
-            as the pipeline does. One fixed noise image drawn
+            behaviour, docs/architecture.md §10); ``None`` follows the model config's
+            ``dummy_image_prefix`` as the pipeline does. One fixed noise image drawn
             from ``seed`` serves every prompt, so a prompt's result does not depend on its
             batch-mates. ``False`` drops it (how text-to-image samples are laid out in
             training).

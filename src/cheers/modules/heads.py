@@ -1,4 +1,6 @@
-"""The cascaded flow-matching heads (spec §8): time embedder, modulated DiT blocks, gate.
+"""The cascaded flow-matching heads: time embedder, modulated DiT blocks, gate.
+
+See docs/architecture.md §8.
 
 ``FlowHead`` is used twice: the semantic head (``gen_projector``, at LLM width) predicts
 ViT-grid features from the LLM's hidden states; the detail head (``hi_projector``, at ViT

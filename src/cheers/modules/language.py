@@ -1,4 +1,4 @@
-"""Qwen2 decoder with a static KV cache (spec §7)."""
+"""Qwen2 decoder with a static KV cache (docs/architecture.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Understanding projector: ViT features → LLM tokens with 4× token compression (spec §5)."""
+"""Understanding projector: ViT features → LLM tokens with 4× token compression.
+
+See docs/architecture.md §5.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FLUX-style convolutional autoencoder and the latent normalisation (spec §3).
+"""FLUX-style convolutional autoencoder and the latent normalisation (docs/architecture.md §3).
 
 ``VAE`` is the frozen autoencoder (``model.vae_model``); ``DecoderProjector`` is the second,
 trainable decoder with its own statistics that turns latents into the pixels the ViT sees

@@ -1,4 +1,4 @@
-"""SigLIP2-style vision transformer, the semantic encoder (spec §4)."""
+"""SigLIP2-style vision transformer, the semantic encoder (docs/architecture.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training objective (spec §9): text cross-entropy plus flow-matching MSE.
+"""The training objective (docs/architecture.md §9): text cross-entropy plus flow-matching MSE.
 
 A batch goes through the same unified vision path as inference: every image becomes a latent
 x1; generation targets are noised to x_t = t·x1 + (1−t)·x0, understanding images stay at t = 1;

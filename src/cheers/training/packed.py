@@ -5,7 +5,7 @@ loop, which is right for any data but leaves a GPU idle. Here the samples are la
 of time (in data workers) as left-padded arrays in which every image slot already holds its
 P positions; on the device the image tokens of the whole batch are scattered into the text in
 one indexed copy and read back the same way. The losses are the same sums as the
-``Objective``'s (spec §9), which the tests check on the same batch.
+``Objective``'s (docs/architecture.md §9), which the tests check on the same batch.
 
 Layout of a packed batch (numpy in the workers, tensors on the device):
 

@@ -23,7 +23,10 @@ See ``docs/training.md`` for every field.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,7 @@ MODULE_GROUPS: dict[str, tuple[str, ...]] = {
     "hi_gate": ("model.hi_gate.",),
     "hi_projector": ("model.hi_projector.",),
 }
-# spec §9: stage I trains the new modules; later stages everything but the VAE.
+# docs/architecture.md §9: stage I trains the new modules; later stages everything but the VAE.
 TRAINABLE_PRESETS: dict[str, tuple[str, ...]] = {
     "new": (
         "decoder_projector",
@@ -162,38 +165,69 @@ class TrainConfig:
             raise ConfigError(f"training config {path} does not exist")
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path} is not valid TOML: {err}") from err
-        return cls.from_dict(raw, base=path.parent, path=path)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path} is not valid TOML: {err}; fix the syntax there") from err
+        except OSError as err:
+            raise ConfigError(f"cannot read training config {path}: {err}") from err
+        try:
+            return cls.from_dict(raw, base=path.parent, path=path)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base: Path, path: Path | None = None) -> TrainConfig:
         def build(kind, data, where):
             if not isinstance(data, dict):
-                raise ConfigError(f"[{where}] must be a table")
-            names = {f.name for f in dataclasses.fields(kind)}
-            unknown = sorted(set(data) - names)
-            if unknown:
                 raise ConfigError(
-                    f"[{where}] has unknown field(s) {unknown}; known: {sorted(names)}"
+                    f"{where} is {_type_name(data)}, not a table. Write it as a TOML table "
+                    f"({'[[stages]]' if where.startswith('stages') else f'[{where}]'} followed "
+                    "by key = value lines)."
                 )
-            try:
-                return kind(**data)
-            except TypeError as err:
-                raise ConfigError(f"[{where}]: {err}") from err
+            names = [f.name for f in dataclasses.fields(kind) if f.name != "files"]
+            _reject_unknown(data, names, where)
+            required = [
+                f.name
+                for f in dataclasses.fields(kind)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            ]
+            missing = [name for name in required if name not in data]
+            if missing:
+                raise ConfigError(
+                    f"{where} lacks {', '.join(missing)}, which has no default. Add e.g. "
+                    + ", ".join(f"{name} = {_RULES[name].example}" for name in missing)
+                    + "."
+                )
+            return kind(**data)
 
-        unknown = sorted(set(raw) - {"model", "data", "stages", "run"})
-        if unknown:
-            raise ConfigError(f"unknown section(s) {unknown}; expected model, data, stages, run")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"a training config is a table of sections, got {_type_name(raw)}")
+        _reject_unknown(raw, ["model", "data", "stages", "run"], "the config (top level)")
         model = build(ModelInit, raw.get("model", {}), "model")
-        data_raw = dict(raw.get("data", {}))
-        files = data_raw.pop("files", [])
+        data_raw = raw.get("data", {})
+        data_raw = dict(data_raw) if isinstance(data_raw, dict) else data_raw
+        files = data_raw.pop("files", []) if isinstance(data_raw, dict) else []
         data = build(DataConfig, data_raw, "data")
-        data.files = [_source(f, base) for f in files]
-        stages = [
-            build(StageConfig, s, f"stages[{i}]") for i, s in enumerate(raw.get("stages", []))
-        ]
+        if not isinstance(files, list):
+            raise ConfigError(
+                f"data.files is {_type_name(files)}, not a list. Write "
+                'files = [{ path = "train.jsonl" }] (or a list of paths).'
+            )
+        data.files = [_source(f, base, i) for i, f in enumerate(files)]
+        stages_raw = raw.get("stages", [])
+        if not isinstance(stages_raw, list):
+            raise ConfigError(
+                f"stages is {_type_name(stages_raw)}, not a list of tables. Write each stage "
+                "as a [[stages]] table."
+            )
+        stages = [build(StageConfig, s, f"stages[{i}]") for i, s in enumerate(stages_raw)]
         run = build(RunConfig, raw.get("run", {}), "run")
+        for section, where in (
+            (model, "model"),
+            (data, "data"),
+            *((stage, f"stages[{i}]") for i, stage in enumerate(stages)),
+            (run, "run"),
+        ):
+            _check_fields(section, where)
         for name in (
             "from_pretrained",
             "config",
@@ -212,6 +246,15 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
+        """Check every field's type and range, then the rules that tie fields together.
+
+        Raises :class:`ConfigError` naming the field, the problem and a valid value.
+        """
+        _check_fields(self.model, "model")
+        _check_fields(self.data, "data")
+        for i, stage in enumerate(self.stages):
+            _check_fields(stage, f"stages[{i}]")
+        _check_fields(self.run, "run")
         m = self.model
         if sum(x is not None for x in (m.from_pretrained, m.preset, m.config)) != 1:
             raise ConfigError(
@@ -222,57 +265,242 @@ class TrainConfig:
             raise ConfigError("[model] tokenizer = <folder> is needed when not from_pretrained")
         if not self.stages:
             raise ConfigError("no [[stages]]: add at least one stage")
-        if self.data.bad_samples not in ("fail", "skip"):
-            raise ConfigError(
-                f"data.bad_samples must be 'fail' or 'skip', not {self.data.bad_samples!r}"
-            )
-        if self.run.strategy not in ("ddp", "fsdp"):
-            raise ConfigError(f"run.strategy must be 'ddp' or 'fsdp', not {self.run.strategy!r}")
-        if self.run.save_every < 1 or self.run.log_every < 1:
-            raise ConfigError("run.save_every and run.log_every must be ≥ 1")
         if not self.data.files:
-            raise ConfigError("[data] files is empty: list the JSONL files to train on")
+            raise ConfigError(
+                "[data] files is empty: list the JSONL files to train on, e.g. files = "
+                '[{ path = "train.jsonl" }]'
+            )
         names = set()
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
             stage.trainable_groups()
             if stage.name in names:
-                raise ConfigError(f"two stages are named {stage.name!r}; names must be unique")
+                raise ConfigError(
+                    f"stages[{i}].name: two stages are named {stage.name!r}; give each stage "
+                    "its own name"
+                )
             names.add(stage.name)
-            if stage.kind not in ("cheers", "vae"):
-                raise ConfigError(f"stage {stage.name!r}: kind must be 'cheers' or 'vae'")
-            if stage.steps < 1:
-                raise ConfigError(f"stage {stage.name!r}: steps must be ≥ 1")
             if stage.batch_size % stage.grad_accum:
                 raise ConfigError(
-                    f"stage {stage.name!r}: batch_size {stage.batch_size} is not divisible by "
-                    f"grad_accum {stage.grad_accum}"
-                )
-            if stage.schedule not in ("cosine", "linear", "constant"):
-                raise ConfigError(f"stage {stage.name!r}: unknown schedule {stage.schedule!r}")
-            if not 0 <= stage.warmup < 1:
-                raise ConfigError(f"stage {stage.name!r}: warmup is a fraction in [0, 1)")
-            if not 0 <= stage.guidance_dropout <= 1:
-                raise ConfigError(f"stage {stage.name!r}: guidance_dropout must be in [0, 1]")
-            if not stage.time_shift > 0:
-                raise ConfigError(
-                    f"stage {stage.name!r}: time_shift must be > 0 (1 samples t uniformly, "
-                    f"below 1 favours noise), got {stage.time_shift}"
+                    f"stages[{i}] ({stage.name!r}): batch_size {stage.batch_size} is not "
+                    f"divisible by grad_accum {stage.grad_accum}; make batch_size a multiple "
+                    "of grad_accum"
                 )
 
 
-def _source(entry: Any, base: Path) -> DataSource:
+# -- the schema: every field's type and range, checked in one place ----------------------------
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What one field accepts: a kind of value, a range (as a test and in words) and an example."""
+
+    kind: str  # int | float | str | bool | optional_str | betas | trainable | choice
+    example: str
+    test: Callable[[Any], bool] | None = None
+    need: str = ""
+    choices: tuple[str, ...] = ()
+
+
+def _at_least(low: float) -> Callable[[Any], bool]:
+    return lambda v: v >= low
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _fraction(v: float) -> bool:
+    return 0 <= v <= 1
+
+
+def _choice(example: str, *choices: str) -> _Rule:
+    return _Rule("choice", repr(example).replace("'", '"'), choices=choices)
+
+
+_PATH = _Rule("optional_str", '"path/to/folder"')
+_RULES: dict[str, _Rule] = {
+    # [model]
+    "from_pretrained": _PATH,
+    "preset": _Rule(
+        "optional_str", '"tiny"', lambda v: v in ("official", "tiny"), "'official' or 'tiny'"
+    ),
+    "config": _Rule("optional_str", '"config.json"'),
+    "language_model": _PATH,
+    "vision_model": _PATH,
+    "vae": _Rule("optional_str", '"ae.safetensors"'),
+    "tokenizer": _PATH,
+    # [data]
+    "max_length": _Rule("int", "2048", _at_least(1), "≥ 1"),
+    "bad_samples": _choice("fail", "fail", "skip"),
+    "group_window": _Rule("int", "8", _at_least(1), "≥ 1"),
+    # [[stages]]
+    "name": _Rule("str", '"align"', lambda v: bool(v.strip()), "a non-empty name"),
+    "steps": _Rule("int", "1000", _at_least(1), "≥ 1"),
+    "trainable": _Rule("trainable", '"all"'),
+    "kind": _choice("cheers", "cheers", "vae"),
+    "lr": _Rule("float", "1e-4", _positive, "> 0"),
+    "min_lr_ratio": _Rule("float", "0.0", _fraction, "in [0, 1]"),
+    "schedule": _choice("cosine", "cosine", "linear", "constant"),
+    "warmup": _Rule("float", "0.02", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "batch_size": _Rule("int", "8", _at_least(1), "≥ 1"),
+    "grad_accum": _Rule("int", "1", _at_least(1), "≥ 1"),
+    "clip": _Rule("float", "1.0", _positive, "> 0"),
+    "weight_decay": _Rule("float", "0.0", _at_least(0), "≥ 0"),
+    "betas": _Rule("betas", "[0.9, 0.95]"),
+    "guidance_dropout": _Rule("float", "0.2", _fraction, "in [0, 1]"),
+    "time_shift": _Rule(
+        "float", "1.0", _positive, "> 0 (1 samples t uniformly, below 1 favours noise)"
+    ),
+    "kl_weight": _Rule("float", "1e-6", _at_least(0), "≥ 0"),
+    # [run]
+    "output_dir": _Rule("str", '"runs/cheers"', lambda v: bool(v.strip()), "a non-empty path"),
+    # Seeds feed torch generators after arithmetic (seed·1000003 + epoch): keep them 32-bit.
+    "seed": _Rule("int", "0", lambda v: 0 <= v < 2**32, "in [0, 2³²)"),
+    "save_every": _Rule("int", "500", _at_least(1), "≥ 1"),
+    "log_every": _Rule("int", "1", _at_least(1), "≥ 1"),
+    "keep_last": _Rule("int", "2", _at_least(1), "≥ 1"),
+    "gradient_checkpointing": _Rule("bool", "false"),
+    "device": _Rule("optional_str", '"cuda"', None, "a torch device such as 'cuda' or 'cpu'"),
+    "strategy": _choice("ddp", "ddp", "fsdp"),
+    "progress": _Rule("bool", "true"),
+}
+
+
+def _valid_device(value: str) -> bool:
+    import torch
+
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+_RULES["device"] = dataclasses.replace(_RULES["device"], test=_valid_device)
+
+
+def _type_name(value: Any) -> str:
+    """The TOML kind of ``value`` with its article ("an integer"), for messages."""
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), f"a {type(value).__name__}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_fields(section: Any, where: str) -> None:
+    """Check (and normalise: ints → floats, lists → tuples) every field of one section."""
+    for f in dataclasses.fields(section):
+        rule = _RULES.get(f.name)
+        if rule is None:  # data.files: checked entry by entry in _source
+            continue
+        value = getattr(section, f.name)
+        setattr(section, f.name, _check_value(value, rule, f"{where}.{f.name}", f.name))
+
+
+def _check_value(value: Any, rule: _Rule, where: str, key: str) -> Any:
+    given = value  # the message quotes the value as written, before any normalisation
+
+    def fail(problem: str, fix: str | None = None) -> ConfigError:
+        fix = fix or f"write e.g. {key} = {rule.example}"
+        return ConfigError(f"{where} = {given!r}: {problem}; {fix}")
+
+    kind = rule.kind
+    if kind == "optional_str" and value is None:
+        return None
+    if kind in ("str", "optional_str", "choice") and not isinstance(value, str):
+        raise fail(f"must be a string (in quotes), got {_type_name(value)}")
+    if kind == "choice" and value not in rule.choices:
+        close = difflib.get_close_matches(value, rule.choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise fail(f"must be one of {', '.join(map(repr, rule.choices))}{hint}")
+    if kind == "bool" and not isinstance(value, bool):
+        raise fail(f"must be true or false (no quotes), got {_type_name(value)}")
+    if kind == "int":
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            raise fail(
+                "must be an integer", f"write it without a decimal point: {key} = {int(value)}"
+            )
+        if not _is_int(value):
+            hint = " (remove the quotes)" if isinstance(value, str) else ""
+            raise fail(f"must be an integer, got {_type_name(value)}{hint}")
+    if kind == "float":
+        if not _is_number(value):
+            hint = " (remove the quotes)" if isinstance(value, str) else ""
+            raise fail(f"must be a number, got {_type_name(value)}{hint}")
+        if not math.isfinite(value):
+            raise fail("must be a finite number")
+        value = float(value)
+    if kind == "betas":
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != 2
+            or not all(_is_number(b) and math.isfinite(b) for b in value)
+        ):
+            raise fail("must be two numbers (β1, β2)")
+        if not all(0 <= b < 1 for b in value):
+            raise fail("each beta must be in [0, 1)")
+        return (float(value[0]), float(value[1]))
+    if kind == "trainable":
+        if isinstance(value, list) and all(isinstance(g, str) for g in value) and value:
+            return value
+        if not isinstance(value, str):
+            raise fail(
+                f"must be a preset ({', '.join(map(repr, TRAINABLE_PRESETS))}) or a non-empty "
+                f"list of module groups ({', '.join(sorted(MODULE_GROUPS))})"
+            )
+    if rule.test is not None and not rule.test(value):
+        raise fail(f"must be {rule.need}")
+    return value
+
+
+def _reject_unknown(data: dict[str, Any], known: list[str], where: str) -> None:
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"{where} has an unknown key {key!r}; {hint}known keys: {', '.join(known)}"
+            )
+
+
+def _source(entry: Any, base: Path, index: int = 0) -> DataSource:
+    where = f"data.files[{index}]"
     if isinstance(entry, str):
         entry = {"path": entry}
     if not isinstance(entry, dict) or "path" not in entry:
-        raise ConfigError(f"data.files entries need a path, got {entry!r}")
-    unknown = sorted(set(entry) - {"path", "weight", "image_root"})
-    if unknown:
-        raise ConfigError(f"data.files entry has unknown field(s) {unknown}")
-    path = Path(entry["path"])
+        raise ConfigError(
+            f"{where} = {entry!r}: each entry needs a path; write "
+            '{ path = "train.jsonl" } or "train.jsonl"'
+        )
+    _reject_unknown(entry, ["path", "weight", "image_root"], where)
+    path_value = entry["path"]
+    if not isinstance(path_value, str) or not path_value.strip():
+        raise ConfigError(f"{where}.path = {path_value!r}: must be a non-empty path string")
+    weight = entry.get("weight", 1.0)
+    if not _is_number(weight) or not math.isfinite(weight) or weight < 0:
+        raise ConfigError(
+            f"{where}.weight = {weight!r}: must be a finite number ≥ 0 (visits per epoch); "
+            "write e.g. weight = 1.0"
+        )
     root = entry.get("image_root")
+    if root is not None and not isinstance(root, str):
+        raise ConfigError(f"{where}.image_root = {root!r}: must be a folder path string")
+    path = Path(path_value)
     return DataSource(
         path=str(path if path.is_absolute() else base / path),
-        weight=float(entry.get("weight", 1.0)),
+        weight=float(weight),
         image_root=None if root is None else str(root if Path(root).is_absolute() else base / root),
     )
 

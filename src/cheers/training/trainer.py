@@ -23,6 +23,7 @@ from torch import nn
 from cheers.checkpoint import load_model, save_state
 from cheers.config import CheersConfig
 from cheers.data.loader import BatchStream, StreamState, TrainingData
+from cheers.data.verify import verify_images
 from cheers.errors import CheckpointError, ConfigError
 from cheers.model import Cheers
 from cheers.tokenizer import CheersTokenizer
@@ -119,6 +120,7 @@ class Trainer:
                 f"{self.out} already holds a run; pass --resume to continue it or choose "
                 "another run.output_dir"
             )
+        _check_output_dir(self.out)
         self.tokenizer = self._tokenizer()
         self.model = self._build_model()
         self.data = TrainingData(
@@ -128,6 +130,19 @@ class Trainer:
             config.data.max_length,
             config.data.bad_samples,
         )
+        # Every image is decoded now, before anything is written to the run folder: a bad image
+        # must not surface only when its batch comes (or never, in a short run).
+        verify_images(
+            self.data, config.data.bad_samples, progress=config.run.progress and self.dist.main
+        )
+        if self.data.report.n_skipped:
+            self._log(str(self.data.report))
+        for i, stage in enumerate(config.stages):
+            if stage.kind == "vae" and not vae_images(self.data.examples):
+                raise ConfigError(
+                    f"stages[{i}] ({stage.name!r}) is a 'vae' stage but the data has no images; "
+                    "add samples with images to [data] files or remove the stage"
+                )
         self.skipped: list[str] = []
         self.step = 0  # optimizer steps over all stages
         self.objective: Objective | None = None
@@ -543,6 +558,26 @@ def latest_checkpoint(folder: Path) -> Path | None:
     if not (path / "trainer_state.json").is_file():
         raise CheckpointError(f"{pointer} names {path}, which is incomplete; remove it to restart")
     return path
+
+
+def _check_output_dir(out: Path) -> None:
+    """Fail now, not after loading the model and data, if the run folder cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"run.output_dir {out} is a file, not a folder; choose another run.output_dir"
+        )
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"run.output_dir {out} cannot be created: {existing} is a file; choose another path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"run.output_dir {out} cannot be written ({existing} is not writable); choose a "
+            "writable run.output_dir"
+        )
 
 
 def _atomic_write(path: Path, text: str) -> None:

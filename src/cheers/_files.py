@@ -1,0 +1,74 @@
+"""Writing a folder of files so that a crash never leaves a half-written file under a final name.
+
+Files are written into a hidden staging folder inside the destination (same file system, so the
+final ``os.replace`` is atomic), then moved into place one by one. A process killed while writing
+leaves the previous files untouched and at most a ``.saving-*`` folder behind, which the next
+save removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from cheers.errors import CheckpointError
+
+STAGING_PREFIX = ".saving-"
+
+
+def ensure_folder(folder: Path, what: str = "model folder") -> Path:
+    """Create ``folder`` (and parents), or raise :class:`CheckpointError` saying why not."""
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(
+            f"Cannot save the {what} to {str(folder)!r}: it is an existing file, not a folder. "
+            "Pass a folder path (it is created if missing), or remove the file."
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise CheckpointError(
+            f"Cannot create the {what} {str(folder)!r}: a part of the path is a file ({exc}). "
+            "Choose a path whose parents are folders."
+        ) from exc
+    except OSError as exc:
+        raise CheckpointError(
+            f"Cannot create the {what} {str(folder)!r} ({exc}). Choose a writable location."
+        ) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CheckpointError(
+            f"Cannot write into the {what} {str(folder)!r}: permission denied. Choose a writable "
+            "location."
+        )
+    return folder
+
+
+@contextlib.contextmanager
+def staged_files(folder: Path, what: str = "model folder") -> Iterator[tuple[Path, list[str]]]:
+    """Yield ``(staging, names)``: write files into ``staging`` and append their names.
+
+    On normal exit every named file is moved into ``folder`` with ``os.replace``; on an
+    exception nothing is moved. The staging folder is removed either way, as are the leftovers
+    of earlier saves that were killed.
+    """
+    ensure_folder(folder, what)
+    for old in folder.glob(STAGING_PREFIX + "*"):
+        # A leftover of a killed save (ours are removed on the way out); a concurrent save into
+        # the same folder is not supported anyway.
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    except OSError as exc:
+        raise CheckpointError(
+            f"Cannot write into the {what} {str(folder)!r} ({exc}). Choose a writable location."
+        ) from exc
+    names: list[str] = []
+    try:
+        yield staging, names
+        for name in names:
+            os.replace(staging / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
