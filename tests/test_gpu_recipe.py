@@ -90,10 +90,11 @@ def test_tiny_run_writes_a_loadable_model_and_resumes(tmp_path):
         "prompt_effect",
     } <= set(first[-1])
     assert 0.0 <= first[-1]["vqa_accuracy"] <= 1.0
-    _run(*args, "--minutes", "0.2", "--resume")
+    _run(*args, "--minutes", "0.4", "--resume")
     points = json.loads((out / "curve.json").read_text())["points"]
     assert points[: len(first)] == first  # the curve is continued, not restarted
-    assert points[-1]["step"] > first[-1]["step"]
+    assert len(points) > len(first)
+    assert points[-1]["step"] >= first[-1]["step"]  # under a heavy load a step may not fit
     assert points[-1]["seconds"] > first[-1]["seconds"]
     model = load_model(out / "model")
     base = load_model(_load_recipe().PACKAGE_MODEL)
