@@ -43,19 +43,39 @@ COLOR_LIST = _join(list(COLORS))
 
 # (user turns, the answer): each user turn is one way of asking.
 SMALL_TALK: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("Hello", "Hi", "Hello!", "Hi there!", "Hey", "Good morning", "Hello, who are you?"),
-     f"Hello! {_WHO}"),
+    (
+        ("Hello", "Hi", "Hello!", "Hi there!", "Hey", "Good morning", "Hello, who are you?"),
+        f"Hello! {_WHO}",
+    ),
     (("Who are you?", "What are you?", "Tell me about yourself.", "What is your name?"), _WHO),
     (("What can you do?", "How can you help me?", "What are you able to do?", "Help"), _CAN),
-    (("What shapes do you know?", "Which shapes can you draw?", "Name the shapes."),
-     f"I know three shapes: {SHAPE_LIST}."),
-    (("What colors do you know?", "What colours do you know?", "Which colors can you draw?",
-      "Name the colors."), f"I know six colours: {COLOR_LIST}."),
+    (
+        ("What shapes do you know?", "Which shapes can you draw?", "Name the shapes."),
+        f"I know three shapes: {SHAPE_LIST}.",
+    ),
+    (
+        (
+            "What colors do you know?",
+            "What colours do you know?",
+            "Which colors can you draw?",
+            "Name the colors.",
+        ),
+        f"I know six colours: {COLOR_LIST}.",
+    ),
     (("Thank you", "Thanks!", "Thank you very much."), "You are welcome!"),
     (("Goodbye", "Bye!", "See you."), "Goodbye!"),
-    (("Write a haiku about cheese.", "What is the capital of France?", "Tell me a joke.",
-      "Write a poem.", "What is 2 + 2?", "Who won the football game?", "Translate this."),
-     _OUTSIDE),
+    (
+        (
+            "Write a haiku about cheese.",
+            "What is the capital of France?",
+            "Tell me a joke.",
+            "Write a poem.",
+            "What is 2 + 2?",
+            "Who won the football game?",
+            "Translate this.",
+        ),
+        _OUTSIDE,
+    ),
 )
 
 
