@@ -8,7 +8,7 @@ LLM hidden 256 / MLP 1024 / 4 layers / 4 heads / 2 KV heads / vocab 151936; ViT 
 4 layers / 6 heads / patch 16; VAE encoder ch 32 × [1,2,2,2], decoder ch 128 × [1,2,2,2], one
 res-block each, z 32. The model is saved once to a temporary folder; every measurement is a
 fresh process (``--worker``) that loads it with the code under test (``PYTHONPATH`` = that
-tree's ``src``), so peak RSS (ru_maxrss) covers load + generation of one task. Old and new take
+tree's ``src``), so peak RSS (VmHWM) covers load + generation of one task. Old and new take
 turns, round after round, and the medians are printed with the ratio new/old.
 
 Text-to-image: guidance 9.5, 10 steps, shift 0.5, seed 0; the final latents are compared
@@ -88,6 +88,15 @@ def test_image():
     return rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that across
+    fork + exec, so a worker would report the parent's peak (the model build) as its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(task: str, folder: str, out: str) -> None:
     import torch
 
@@ -127,7 +136,7 @@ def worker(task: str, folder: str, out: str) -> None:
         pipe.understand(image, QUESTION, max_new_tokens=32)
         result["seconds"] = time.perf_counter() - start
         result["ids"] = seen[-1]
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     Path(out + ".json").write_text(json.dumps(result))
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from cheers.errors import CheersError
 from cheers.evaluation import report as report_mod
 from cheers.evaluation import shapes_edit, shapes_gen, shapes_vqa
+from cheers.samplers import DEFAULTS, SAMPLERS
 
 EXIT_USAGE = 2
 
@@ -104,6 +105,12 @@ def _sampling_flags(p: argparse.ArgumentParser, steps: int, guidance: float, shi
         "--no-guidance", action="store_true", help="turn classifier-free guidance off"
     )
     g.add_argument("--shift", type=float, default=shift, metavar="ALPHA", help="time shift α")
+    g.add_argument(
+        "--sampler",
+        choices=sorted(SAMPLERS),
+        default=DEFAULTS.sampler,
+        help="ODE solver (cheers.samplers): euler is the reference",
+    )
 
 
 def _heldout_flags(p: argparse.ArgumentParser, what: str) -> None:
@@ -192,6 +199,7 @@ def _run_gen(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
         num_inference_steps=args.steps,
         guidance_scale=_guidance(args),
         time_shift=args.shift,
+        sampler=args.sampler,
         batch_size=args.batch_size,
         canvas=args.canvas,
         dummy_image=False if args.no_dummy_image else None,
@@ -222,6 +230,7 @@ def _run_edit(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
         guidance_scale=_guidance(args),
         time_shift=args.shift,
         strength=args.strength,
+        sampler=args.sampler,
         batch_size=args.batch_size,
         canvas=args.canvas,
         progress=not args.no_progress,

@@ -28,6 +28,7 @@ from cheers.evaluation.common import (
     seeded_noise,
     to_canvas,
 )
+from cheers.samplers import DEFAULTS
 from cheers.shapes import EDIT_KINDS, EditPair, detect, render
 from cheers.shapes.dataset import benchmark_edits
 from cheers.shapes.render import DEFAULT_CANVAS
@@ -36,10 +37,10 @@ TASK = "shapes-edit"
 #: Edits: a multiple of 3 keeps the kinds balanced.
 DEFAULT_N = 60
 DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 9.5
-DEFAULT_TIME_SHIFT = 0.5
+DEFAULT_GUIDANCE = DEFAULTS.guidance_scale
+DEFAULT_TIME_SHIFT = DEFAULTS.time_shift
 #: The reference's editing strength: start from 10 % source, 90 % noise.
-DEFAULT_STRENGTH = 0.9
+DEFAULT_STRENGTH = DEFAULTS.edit_strength
 DEFAULT_BATCH_SIZE = 8
 
 
@@ -51,6 +52,7 @@ def evaluate_editing(
     num_inference_steps: int = DEFAULT_STEPS,
     guidance_scale: float | None = DEFAULT_GUIDANCE,
     time_shift: float = DEFAULT_TIME_SHIFT,
+    sampler: str | None = None,
     strength: float = DEFAULT_STRENGTH,
     batch_size: int = DEFAULT_BATCH_SIZE,
     canvas: int = DEFAULT_CANVAS,
@@ -110,6 +112,7 @@ def evaluate_editing(
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
                 time_shift=time_shift,
+                sampler=sampler,
                 strength=strength,
                 latents=seeded_noise(pipe, [s for _, _, s in chunk]),
                 output_type="pil",
@@ -160,6 +163,7 @@ def evaluate_editing(
             "num_inference_steps": num_inference_steps,
             "guidance_scale": guidance_scale,
             "time_shift": time_shift,
+            "sampler": sampler or DEFAULTS.sampler,
             "strength": strength,
             "batch_size": batch_size,
             "canvas": canvas,

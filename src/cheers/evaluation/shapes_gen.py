@@ -30,6 +30,7 @@ from cheers.evaluation.common import (
     seeded_noise,
     to_canvas,
 )
+from cheers.samplers import DEFAULTS
 from cheers.shapes import CATEGORIES, PromptSpec, detect, judge, score_generation
 from cheers.shapes.dataset import benchmark_prompts, heldout_prompts
 from cheers.shapes.render import DEFAULT_CANVAS
@@ -40,8 +41,8 @@ DEFAULT_N_PER_CATEGORY = 10
 DEFAULT_IMAGES_PER_PROMPT = 4
 #: Fewer steps than the authors' 80 keep a CPU run short; the tiny Shapes models converge fast.
 DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 9.5
-DEFAULT_TIME_SHIFT = 0.5
+DEFAULT_GUIDANCE = DEFAULTS.guidance_scale
+DEFAULT_TIME_SHIFT = DEFAULTS.time_shift
 #: Images per pipeline call (rounded down to whole prompts, at least one prompt).
 DEFAULT_BATCH_SIZE = 8
 
@@ -55,6 +56,7 @@ def evaluate_generation(
     num_inference_steps: int = DEFAULT_STEPS,
     guidance_scale: float | None = DEFAULT_GUIDANCE,
     time_shift: float = DEFAULT_TIME_SHIFT,
+    sampler: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     heldout: bool = True,
     n_heldout: int | None = None,
@@ -147,6 +149,7 @@ def evaluate_generation(
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
                 time_shift=time_shift,
+                sampler=sampler,
                 num_images_per_prompt=images_per_prompt,
                 latents=seeded_noise(pipe, [s for _, _, s in chunk], images_per_prompt),
                 dummy_image=dummy,
@@ -203,6 +206,7 @@ def evaluate_generation(
             "num_inference_steps": num_inference_steps,
             "guidance_scale": guidance_scale,
             "time_shift": time_shift,
+            "sampler": sampler or DEFAULTS.sampler,
             "batch_size": batch_size,
             "canvas": canvas,
             "dummy_image": dummy_image,
