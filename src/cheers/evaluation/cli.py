@@ -111,6 +111,14 @@ def _sampling_flags(p: argparse.ArgumentParser, steps: int, guidance: float, shi
         default=DEFAULTS.sampler,
         help="ODE solver (cheers.samplers): euler is the reference",
     )
+    g.add_argument(
+        "--step-cache",
+        type=int,
+        default=0,
+        metavar="K",
+        help="shapes-gen: evaluate the model every K-th step only and extrapolate the velocity "
+        "in between (TaylorSeer-style; 0 = off)",
+    )
 
 
 def _heldout_flags(p: argparse.ArgumentParser, what: str) -> None:
@@ -200,6 +208,7 @@ def _run_gen(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
         guidance_scale=_guidance(args),
         time_shift=args.shift,
         sampler=args.sampler,
+        step_cache=args.step_cache,
         batch_size=args.batch_size,
         canvas=args.canvas,
         dummy_image=False if args.no_dummy_image else None,
