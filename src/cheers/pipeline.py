@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from cheers.checkpoint import load_model, resolve_model_path, save_model
 from cheers.errors import CheersError, PromptError
@@ -34,29 +31,26 @@ from cheers.image import (
     to_pil_list,
 )
 from cheers.model import Cheers
+from cheers.arguments import (
+    GeneratorLike,
+    Generators,
+    ImagePipelineOutput,
+    OutputType,
+    StepEndCallback,
+    as_image_list,
+    as_list,
+    check_output_type,
+    check_positive,
+    match_images,
+    to_generator,
+    to_generators,
+)
 from cheers.samplers import DEFAULTS, FlowMatchSampler, StepCache, get_sampler, noise
 from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, splice, unconditional_ids
 from cheers.tokenizer import CheersTokenizer
 
 IMAGE_IN_PROMPT = "<im_start><image><im_end>"
 Messages = Sequence[Mapping[str, str]]
-GeneratorLike = torch.Generator | int | None
-Generators = GeneratorLike | Sequence[torch.Generator | int]
-OutputType = Literal["pil", "np", "pt", "latent"]
-#: ``callback_on_step_end(pipe, step, t, tensors)`` → a dict whose "latents" replace x, or None.
-StepEndCallback = Callable[[Any, int, torch.Tensor, dict[str, torch.Tensor]], Any]
-
-
-@dataclass
-class ImagePipelineOutput:
-    """Generated images and the final latents (B, 4z, G, G).
-
-    ``images`` by ``output_type``: "pil" a list of PIL images, "np" a float array (B, R, R, 3)
-    in [0, 1], "pt" a tensor (B, 3, R, R) in [0, 1], "latent" the latents themselves.
-    """
-
-    images: list[Image.Image] | np.ndarray | torch.Tensor
-    latents: torch.Tensor
 
 
 class CheersPipeline:
@@ -166,16 +160,16 @@ class CheersPipeline:
             callback_on_step_end: called as ``(pipe, step, t, {"latents": x})`` after every
                 sampler step; a returned dict's "latents" replace x.
         """
-        prompts = _as_list(prompt, "prompt")
-        _check_positive(num_images_per_prompt, "num_images_per_prompt")
-        _check_output_type(output_type)
+        prompts = as_list(prompt, "prompt")
+        check_positive(num_images_per_prompt, "num_images_per_prompt")
+        check_output_type(output_type)
         n_rows = len(prompts) * num_images_per_prompt
-        gens = _generators(generator, n_rows)
+        gens = to_generators(generator, n_rows)
         rows = [p for p in prompts for _ in range(num_images_per_prompt)]
         ids = [self._generation_ids(p) for p in prompts]
         negatives = None
         if negative_prompt is not None:
-            negs = _as_list(negative_prompt, "negative_prompt")
+            negs = as_list(negative_prompt, "negative_prompt")
             if len(negs) == 1:
                 negs = negs * len(prompts)
             if len(negs) != len(prompts):
@@ -252,15 +246,15 @@ class CheersPipeline:
         ``int(strength·num_inference_steps)`` steps (the reference uses strength 0.9).
         ``latents`` replaces the noise. Other arguments as in :meth:`text_to_image`.
         """
-        instructions = _as_list(instruction, "instruction")
-        images = _match_images(image, len(instructions))
+        instructions = as_list(instruction, "instruction")
+        images = match_images(image, len(instructions))
         if any(len(group) != 1 for group in images):
             raise CheersError("edit() takes exactly one source image per instruction")
         if not 0.0 < strength <= 1.0:
             raise CheersError(f"strength must be in (0, 1], got {strength}")
-        _check_output_type(output_type)
+        check_output_type(output_type)
         t0 = 1.0 - strength
-        gens = _generators(generator, len(instructions))
+        gens = to_generators(generator, len(instructions))
         pixels = self._pixels([im for group in images for im in group])
         x1 = self.model.encode_latent(pixels)
         tokens = self.model.image_tokens(x1).tokens
@@ -314,8 +308,8 @@ class CheersPipeline:
         ``stream`` receives, after every decoded token, the new text of each answer.
         """
         single = isinstance(question, str)
-        questions = _as_list(question, "question")
-        groups = [_as_image_list(images)] if single else _match_images(images, len(questions))
+        questions = as_list(question, "question")
+        groups = [as_image_list(images)] if single else match_images(images, len(questions))
         flat = [im for group in groups for im in group]
         tokens = self.model.understanding_tokens(self._pixels(flat)) if flat else None
         requests, k = [], 0
@@ -355,7 +349,7 @@ class CheersPipeline:
         conversations = [messages] if single else list(messages)
         if not conversations:
             raise PromptError("chat() got no messages; pass a prompt or a list of messages")
-        gen = _generator(generator, self.device)
+        gen = to_generator(generator, self.device)
         dummy = self._dummy_tokens(len(conversations), dummy_image, [gen])
         requests = []
         for i, conv in enumerate(conversations):
@@ -530,10 +524,10 @@ class CheersPipeline:
     def _generate_text(
         self, requests, max_new_tokens, temperature, top_p, generator, stream=None
     ) -> list[str]:
-        _check_positive(max_new_tokens, "max_new_tokens")
+        check_positive(max_new_tokens, "max_new_tokens")
         if temperature < 0:
             raise CheersError(f"temperature must be ≥ 0, got {temperature}")
-        gen = _generator(generator, self.device)
+        gen = to_generator(generator, self.device)
         ids, images, prefixes = zip(*requests, strict=True)
         batch = left_pad(self._sequences(ids, images, prefixes))
         self._check_context(int(batch.lengths.max()), max_new_tokens)
@@ -559,60 +553,3 @@ class CheersPipeline:
                 row = row[: row.index(self.special.eos)]
             answers.append(self.tokenizer.decode(row).strip())
         return answers
-
-
-def _generators(generator: Generators, n: int) -> list[torch.Generator | None]:
-    """One generator for every image, or a list of exactly ``n`` (one per image)."""
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != n:
-            raise CheersError(
-                f"generator is a list of {len(generator)} but the request makes {n} images; "
-                "pass one generator (or seed) per image, or a single one"
-            )
-        return [_generator(g, torch.device("cpu")) for g in generator]
-    return [_generator(generator, torch.device("cpu"))]
-
-
-def _check_output_type(output_type: str) -> None:
-    if output_type not in ("pil", "np", "pt", "latent"):
-        raise CheersError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
-
-
-def _generator(generator: GeneratorLike, device: torch.device) -> torch.Generator | None:
-    if generator is None or isinstance(generator, torch.Generator):
-        return generator
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        return torch.Generator("cpu").manual_seed(generator)
-    raise CheersError(f"generator must be a torch.Generator or an int seed, got {generator!r}")
-
-
-def _as_list(value: str | Sequence[str], name: str) -> list[str]:
-    items = [value] if isinstance(value, str) else list(value)
-    if not items:
-        raise PromptError(f"{name} is empty; pass a string or a non-empty list of strings")
-    for item in items:
-        if not isinstance(item, str) or not item.strip():
-            raise PromptError(f"every {name} must be a non-empty string, got {item!r}")
-    return items
-
-
-def _as_image_list(images: Any) -> list[ImageInput]:
-    if isinstance(images, (list, tuple)):
-        return list(images)
-    return [images]
-
-
-def _match_images(images: Any, n: int) -> list[list[ImageInput]]:
-    """One group of images per request: a single image is shared only when n == 1."""
-    if n == 1:
-        return [_as_image_list(images)]
-    if not isinstance(images, (list, tuple)) or len(images) != n:
-        raise CheersError(
-            f"{n} requests need a list of {n} images (or lists of images), one per request"
-        )
-    return [_as_image_list(group) for group in images]
-
-
-def _check_positive(value: int, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise CheersError(f"{name} must be a positive integer, got {value!r}")
