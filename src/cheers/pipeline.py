@@ -21,16 +21,6 @@ from typing import Any
 
 import torch
 
-from cheers.checkpoint import load_model, resolve_model_path, save_model
-from cheers.errors import CheersError, PromptError
-from cheers.generation import decode_text, prefill, sample_latents
-from cheers.image import (
-    ImageInput,
-    make_dummy_image,
-    preprocess_understanding,
-    to_pil_list,
-)
-from cheers.model import Cheers
 from cheers.arguments import (
     GeneratorLike,
     Generators,
@@ -45,6 +35,16 @@ from cheers.arguments import (
     to_generator,
     to_generators,
 )
+from cheers.checkpoint import load_model, resolve_model_path, save_model
+from cheers.errors import CheersError, PromptError
+from cheers.generation import decode_text, prefill, sample_latents
+from cheers.image import (
+    ImageInput,
+    make_dummy_image,
+    preprocess_understanding,
+    to_pil_list,
+)
+from cheers.model import Cheers
 from cheers.samplers import DEFAULTS, FlowMatchSampler, StepCache, get_sampler, noise
 from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, splice, unconditional_ids
 from cheers.tokenizer import CheersTokenizer
