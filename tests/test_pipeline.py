@@ -105,9 +105,9 @@ def test_edit_starts_from_the_source(pipe, monkeypatch):
     seen = {}
     real = pipeline_module.sample_latents
 
-    def spy(model, prefix, x, times, *args, **kwargs):
-        seen["x"], seen["times"] = x.clone(), times.clone()
-        return real(model, prefix, x, times, *args, **kwargs)
+    def spy(model, prefix, x, sampler, *args, **kwargs):
+        seen["x"], seen["times"] = x.clone(), sampler.grid.clone()
+        return real(model, prefix, x, sampler, *args, **kwargs)
 
     monkeypatch.setattr(pipeline_module, "sample_latents", spy)
     noise = torch.randn(1, 128, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -167,7 +167,7 @@ def test_bad_requests_get_clear_errors(pipe):
     with pytest.raises(CheersError, match="generator must be"):
         pipe("a", generator="seed", **FAST)
     with pytest.raises(CheersError, match="output_type"):
-        pipe("a", output_type="np", **FAST)
+        pipe("a", output_type="jpeg", **FAST)
     with pytest.raises(CheersError, match="num_images_per_prompt"):
         pipe("a", num_images_per_prompt=0, **FAST)
     with pytest.raises(CheersError, match="max_new_tokens"):

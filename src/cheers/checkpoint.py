@@ -118,20 +118,35 @@ def weight_files(folder: Path) -> list[Path]:
     )
 
 
-def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every (name, tensor) of the files, read lazily; corrupt files raise CheckpointError."""
+def iter_tensors(
+    files: list[Path], skip: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every (name, tensor) of the files but ``skip``, read lazily; corrupt files raise
+    CheckpointError."""
     for file in files:
         if file.stat().st_size == 0:
             raise CheckpointError(f"{file} is empty (0 bytes); re-download or re-save it")
         try:
             with safe_open(str(file), framework="pt") as handle:
                 for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    yield name, handle.get_tensor(name)
+                    if name not in skip:
+                        yield name, handle.get_tensor(name)
         except (SafetensorError, OSError, RuntimeError, ValueError) as err:
             raise CheckpointError(
                 f"{file} is truncated or corrupt and cannot be read ({err}); "
                 "re-download or re-save it"
             ) from err
+
+
+def _sample_rows(files: list[Path], key: str, rows: int = 4) -> torch.Tensor | None:
+    """The first and last ``rows`` rows of tensor ``key`` without reading the rest of it."""
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            if key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                part = handle.get_slice(key)
+                n = part.get_shape()[0]
+                return torch.cat([part[: min(rows, n)], part[max(n - rows, 0) :]])
+    return None
 
 
 def load_state_dict(folder: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -146,8 +161,9 @@ def check_state_dict(
     expected = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
     problems: list[str] = []
     missing = sorted(set(expected) - set(state))
-    if model.config.text_config.tie_word_embeddings and missing == [LM_HEAD_KEY]:
-        missing = []  # a tied head may be stored only once
+    if model.config.text_config.tie_word_embeddings:
+        # A tied head may be stored only once (and load_model never reads its second copy).
+        missing = [k for k in missing if k != LM_HEAD_KEY]
     unexpected = sorted(set(state) - set(expected))
     for kind, keys in (("missing", missing), ("unexpected", unexpected)):
         if keys:
@@ -190,7 +206,19 @@ def load_model(
     config = CheersConfig.from_json(folder)
     device = torch.device(device or "cpu")
     dtype = resolve_dtype(dtype, device)
-    state = load_state_dict(folder)
+    files = weight_files(folder)
+    tied = config.text_config.tie_word_embeddings
+    # A tied head is the embedding table: its second stored copy (as large as the table) is
+    # never read; a sample of its rows still catches a checkpoint whose head differs.
+    state = dict(iter_tensors(files, skip=frozenset({LM_HEAD_KEY} if tied else ())))
+    if tied:
+        head, embed = _sample_rows(files, LM_HEAD_KEY), _sample_rows(files, EMBED_KEY)
+        if head is not None and embed is not None and not torch.equal(head, embed):
+            raise CheckpointError(
+                f"config.json ties the word embeddings but {LM_HEAD_KEY} differs from "
+                f"{EMBED_KEY} in the checkpoint in {folder}; set "
+                "text_config.tie_word_embeddings to false or fix the checkpoint"
+            )
     with torch.device("meta"):
         model = Cheers(config)
     check_state_dict(model, state, source=f"checkpoint in {folder}")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from cheers.errors import CheersError
+from cheers.samplers import DEFAULTS, SAMPLERS
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -115,7 +116,7 @@ def _add_image_flags(parser: argparse.ArgumentParser, steps: int) -> None:
         "--guidance",
         type=float,
         metavar="SCALE",
-        default=9.5,
+        default=DEFAULTS.guidance_scale,
         help="classifier-free guidance scale: higher follows the text more closely",
     )
     guidance.add_argument(
@@ -127,8 +128,15 @@ def _add_image_flags(parser: argparse.ArgumentParser, steps: int) -> None:
         "--shift",
         type=float,
         metavar="ALPHA",
-        default=0.5,
+        default=DEFAULTS.time_shift,
         help="time shift α of the step schedule; below 1 spends more steps on coarse structure",
+    )
+    group.add_argument(
+        "--sampler",
+        choices=sorted(SAMPLERS),
+        default=DEFAULTS.sampler,
+        help="ODE solver: euler (the reference), heun (2 evaluations per step, 2nd order), "
+        "ab2 (Adams-Bashforth, 1 evaluation per step, 2nd order)",
     )
     _add_seed_flag(
         group,
@@ -345,6 +353,7 @@ def run_generate(args: argparse.Namespace) -> int:
         num_inference_steps=args.steps,
         guidance_scale=_guidance(args),
         time_shift=args.shift,
+        sampler=args.sampler,
         num_images_per_prompt=args.num_images,
         generator=_seed(args),
         progress=not args.no_progress,
@@ -449,6 +458,7 @@ def run_edit(args: argparse.Namespace) -> int:
         guidance_scale=_guidance(args),
         time_shift=args.shift,
         strength=args.strength,
+        sampler=args.sampler,
         generator=_seed(args),
         progress=not args.no_progress,
     ).images
@@ -472,7 +482,7 @@ def _generate_flags(p: argparse.ArgumentParser) -> None:
         "a folder for the images, named NN-prompt-words.png (existing files of the same name "
         "are replaced), or a .png file name when one image is made",
     )
-    _add_image_flags(p, steps=80)
+    _add_image_flags(p, steps=DEFAULTS.num_inference_steps)
     _add_model_flags(p)
 
 
@@ -523,7 +533,7 @@ def _edit_flags(p: argparse.ArgumentParser) -> None:
         "a .png file name, or a folder for <image name>-<instruction words>.png "
         "(an existing file of that name is replaced)",
     )
-    _add_image_flags(p, steps=80)
+    _add_image_flags(p, steps=DEFAULTS.num_inference_steps)
     _add_model_flags(p)
 
 

@@ -29,3 +29,7 @@ class PromptError(CheersError):
 
 class DataError(CheersError):
     """A training sample or data file is malformed; the message names the file and line."""
+
+
+class SamplerError(CheersError):
+    """A sampler name, its settings or a sampling option is invalid."""

@@ -1,7 +1,10 @@
 """Generation loops over a prefilled KV cache: the image ODE and text decoding.
 
 These functions work on already assembled LLM inputs (see :mod:`cheers.sequence`); turning
-prompts and images into those inputs is the pipeline's job (:mod:`cheers.pipeline`).
+prompts and images into those inputs is the pipeline's job (:mod:`cheers.pipeline`). The shape
+follows flux's ``sampling.py`` (prepare the context once, then a denoising loop that calls the
+model's velocity once per step and a sampler's ``step``) and gpt-fast's ``generate.py``
+(prefill, then one token at a time from a decoding state, with a per-token callback).
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cheers.model import Cheers
+from cheers.errors import SamplerError
+from cheers.model import Cheers, FlowContext
 from cheers.modules.language import KVCache
-from cheers.sampling import apply_guidance, euler_step, final_step, sample_token
+from cheers.samplers import EulerSampler, FlowMatchSampler, StepCache
+from cheers.sampling import sample_token
 from cheers.sequence import Batch, appended_block_mask, omni_mask
 
 
@@ -39,6 +44,32 @@ def prefill(model: Cheers, batch: Batch, room: int) -> Prefix:
     return Prefix(batch, cache, hidden)
 
 
+def flow_context(
+    model: Cheers,
+    prefix: Prefix,
+    batch_size: int,
+    guidance_scale: float | None = None,
+    guidance_interval: tuple[float, float] | None = None,
+) -> FlowContext:
+    """Where the P image tokens of x_t go after a prefilled prompt of B (or 2B guided) rows."""
+    rows = prefix.batch.valid.shape[0]
+    if rows != batch_size * (1 if guidance_scale is None else 2):
+        raise ValueError(
+            f"the prefix has {rows} rows but the latents {batch_size}; with guidance the "
+            "prefix must hold the conditional rows followed by the unconditional ones"
+        )
+    interval = (0.0, 1.0) if guidance_interval is None else tuple(guidance_interval)
+    if len(interval) != 2 or not 0.0 <= interval[0] <= interval[1] <= 1.0:
+        raise SamplerError(
+            f"guidance_interval must be (lo, hi) with 0 ≤ lo ≤ hi ≤ 1, got {guidance_interval!r}"
+        )
+    p = model.tokens_per_image
+    device = prefix.batch.valid.device
+    positions = prefix.batch.lengths[:, None] + torch.arange(p, device=device)
+    mask = appended_block_mask(prefix.batch.valid, p)
+    return FlowContext(prefix.cache, prefix.length, positions, mask, guidance_scale, interval)
+
+
 @dataclass
 class FlowTrace:
     """Everything one image sampling run computed, step by step (for tests and inspection)."""
@@ -50,59 +81,76 @@ class FlowTrace:
     v: list[torch.Tensor] = field(default_factory=list)
 
 
+#: ``on_step_end(step, t, latents)`` → replacement latents or None (keep them).
+StepEnd = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None]
+
+
 def sample_latents(
     model: Cheers,
     prefix: Prefix,
     x: torch.Tensor,
-    times: torch.Tensor,
+    times: torch.Tensor | FlowMatchSampler,
     guidance_scale: float | None = None,
     trace: FlowTrace | None = None,
     callback: Callable[[int, int], None] | None = None,
+    *,
+    guidance_interval: tuple[float, float] | None = None,
+    step_cache: StepCache | None = None,
+    on_step_end: StepEnd | None = None,
 ) -> torch.Tensor:
-    """Integrate the flow from ``x`` at ``times[0]`` to t = 1 and return the final latent.
+    """Integrate the flow from ``x`` at the first time to t = 1 and return the final latent.
 
-    With guidance the prefix holds 2B rows, the B conditional ones first and their
-    unconditional twins after; ``x`` always has B rows. Each step appends the P image tokens
-    of x_t after the prefix (overwriting the previous step's), so after the loop the cache
-    holds the tokens of the last evaluation, as in the reference.
+    ``times`` is a sampler whose timesteps are set, or a time grid (then the reference's
+    Euler sampler runs on it). With guidance the prefix holds 2B rows, the B conditional ones
+    first and their unconditional twins after; ``x`` always has B rows. Each model evaluation
+    writes the P image tokens of x_t after the prefix (overwriting the previous ones), so after
+    the loop the cache holds the tokens of the last evaluation, as in the reference.
+    ``callback(k, n)`` is called after each of the n evaluations, ``on_step_end`` after the
+    sampler's step (it may return new latents).
     """
-    guided = guidance_scale is not None
-    rows = prefix.batch.valid.shape[0]
-    if rows != x.shape[0] * (2 if guided else 1):
-        raise ValueError(
-            f"the prefix has {rows} rows but the latents {x.shape[0]}; with guidance the "
-            "prefix must hold the conditional rows followed by the unconditional ones"
-        )
-    p = model.tokens_per_image
-    positions = prefix.batch.lengths[:, None] + torch.arange(p, device=x.device)
-    mask = appended_block_mask(prefix.batch.valid, p)
-    x = x.float()
-    n = len(times)
-    for k in range(n):
-        t = times[k]
-        x_in = torch.cat([x, x]) if guided else x
-        image = model.image_tokens(x_in)
-        hidden = model.transformer(image.tokens, positions, mask, prefix.cache, prefix.length)
-        t_batch = t.to(x.device).expand(x_in.shape[0])
-        v_all = model.velocity(hidden, image.patch_embeds, t_batch).velocity.float()
-        if guided:
-            v_cond, v_uncond = v_all.chunk(2)
-            v = apply_guidance(v_cond, v_uncond, guidance_scale)
-        else:
-            v_cond, v_uncond, v = v_all, None, v_all
+    if isinstance(times, FlowMatchSampler):
+        sampler = times
+        if len(sampler.timesteps) == 0 or sampler.step_index != 0:
+            raise SamplerError("call sampler.set_timesteps() before each sampling run")
+    else:
+        sampler = EulerSampler()
+        sampler.set_grid(times)
+    context = flow_context(model, prefix, x.shape[0], guidance_scale, guidance_interval)
+    if step_cache is not None:
+        step_cache.reset()
+
+    def evaluate(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = model.flow_velocity(x_t, t, context)
         if trace is not None:
             trace.t.append(t)
-            trace.x_t.append(x)
-            trace.v_cond.append(v_cond)
-            if v_uncond is not None:
-                trace.v_uncond.append(v_uncond)
-            trace.v.append(v)
-        x = euler_step(x, v, times[k], times[k + 1]) if k < n - 1 else final_step(x, v, n)
+            trace.x_t.append(x_t)
+            trace.v_cond.append(out.cond)
+            if out.uncond is not None:
+                trace.v_uncond.append(out.uncond)
+            trace.v.append(out.velocity)
+        return out.velocity
+
+    x = x.float()
+    n = len(sampler.timesteps)
+    for k, t in enumerate(sampler.timesteps):
+        t = t.to(x.device)
+        v = evaluate(x, t) if step_cache is None else step_cache(float(t), evaluate, x, t)
+        x = sampler.step(v, t, x)
+        if on_step_end is not None:
+            replaced = on_step_end(k, t, x)
+            if replaced is not None:
+                if replaced.shape != x.shape:
+                    raise SamplerError(
+                        f"callback_on_step_end returned latents of shape {tuple(replaced.shape)}"
+                        f", expected {tuple(x.shape)}"
+                    )
+                x = replaced.float()
         if callback is not None:
             callback(k + 1, n)
     return x
 
 
+# ------------------------------------------------------------------ text decoding
 def feed_token(
     model: Cheers,
     cache: KVCache,
@@ -117,6 +165,26 @@ def feed_token(
         model.embed(token[:, None]), positions[:, None], key_valid[:, None, :], cache, start
     )
     return model.logits(hidden[:, -1]), key_valid
+
+
+@dataclass
+class DecodeState:
+    """Where text decoding stands: everything one step reads and advances."""
+
+    cache: KVCache
+    key_valid: torch.Tensor  # (B, start): the cache entries each row may attend to
+    positions: torch.Tensor  # (B,): RoPE position of the next token
+    start: int  # cache offset of the next token
+    logits: torch.Tensor  # (B, V): the logits that choose the next token
+    done: torch.Tensor  # (B,) bool: the row has produced EOS
+
+    def advance(self, model: Cheers, token: torch.Tensor) -> None:
+        """Feed ``token`` (B,) and move to the logits of the one after it."""
+        self.logits, self.key_valid = feed_token(
+            model, self.cache, self.key_valid, token, self.positions, self.start
+        )
+        self.positions = self.positions + 1
+        self.start += 1
 
 
 @dataclass
@@ -138,28 +206,36 @@ def decode_text(
     temperature: float = 0.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    on_token: Callable[[int, torch.Tensor], None] | None = None,
 ) -> TextOutput:
     """Autoregressive decoding from the logits of the last fed token.
 
     ``key_valid`` (B, start) marks the cache entries each row may attend to, ``positions``
     (B,) the RoPE position of the next token. Stops after ``max_new_tokens`` or when every
-    row has produced EOS (which is kept in the output).
+    row has produced EOS (which is kept in the output). ``on_token(i, ids)`` streams each
+    step's ids (B,) as soon as they are chosen.
     """
     b = logits.shape[0]
-    done = torch.zeros(b, dtype=torch.bool, device=logits.device)
+    state = DecodeState(
+        cache,
+        key_valid,
+        positions.clone(),
+        start,
+        logits,
+        torch.zeros(b, dtype=torch.bool, device=logits.device),
+    )
     tokens: list[torch.Tensor] = []
     chosen_by: list[torch.Tensor] = []
-    positions = positions.clone()
     for i in range(max_new_tokens):
-        token = sample_token(logits, temperature, top_p, generator)
-        token = torch.where(done, torch.full_like(token, pad_id), token)
+        token = sample_token(state.logits, temperature, top_p, generator)
+        token = torch.where(state.done, torch.full_like(token, pad_id), token)
         tokens.append(token)
-        chosen_by.append(logits)
-        done |= token == eos_id
-        if bool(done.all()) or i == max_new_tokens - 1:
+        chosen_by.append(state.logits)
+        if on_token is not None:
+            on_token(i, token)
+        state.done |= token == eos_id
+        if bool(state.done.all()) or i == max_new_tokens - 1:
             break
-        logits, key_valid = feed_token(model, cache, key_valid, token, positions, start)
-        positions += 1
-        start += 1
+        state.advance(model, token)
     out = torch.stack(tokens, 1) if tokens else logits.new_zeros(b, 0, dtype=torch.long)
     return TextOutput(out, chosen_by)

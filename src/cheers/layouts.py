@@ -43,3 +43,9 @@ def feature_map_to_tokens(x: torch.Tensor) -> torch.Tensor:
 def tokens_to_feature_map(x: torch.Tensor, grid: int) -> torch.Tensor:
     """(B, H·W, C) row-major tokens → (B, C, H, W)."""
     return rearrange(x, "b (h w) c -> b c h w", h=grid)
+
+
+def interleave_phases(x: torch.Tensor) -> torch.Tensor:
+    """Sub-pixel phases (B, i, j, C, H, W), i/j the row/column offset inside each 2×2 output
+    cell, → (B, C, 2H, 2W) with output pixel (2h+i, 2w+j) = phase (i, j) at (h, w)."""
+    return rearrange(x, "b i j c h w -> b c (h i) (w j)")

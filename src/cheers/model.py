@@ -23,11 +23,12 @@ from cheers.modules.language import KVCache, Qwen2Model
 from cheers.modules.projector import UndProjector
 from cheers.modules.vae import VAE, DecoderProjector
 from cheers.modules.vision import VisionTransformer
+from cheers.sampling import apply_guidance
 
 
 @dataclass
 class ImageTokens:
-    """What the unified vision tokenizer computes from one latent (spec §6)."""
+    """What the unified vision tokenizer computes from one latent (docs/architecture.md §6)."""
 
     pixel_hat: torch.Tensor | None  # (B, 3, H, W): the decoder projector's pixels (None
     # when the ViT reads latents)
@@ -47,6 +48,33 @@ class Velocity:
     hi_gate_low: torch.Tensor  # (B, G·G, C_vit); G·G = 4P
     hi_gate_out: torch.Tensor  # (B, G·G, C_vit)
     hi_proj_out: torch.Tensor  # (B, G·G, 4z)
+
+
+@dataclass
+class FlowContext:
+    """The prompt side of a velocity evaluation: the prefilled KV cache and where x_t's P image
+    tokens go in it. With guidance the cache holds the B conditional rows, then their B
+    unconditional twins; guidance applies at the times inside ``guidance_interval``."""
+
+    cache: KVCache
+    start: int  # cache offset of the image tokens (the padded prefix length)
+    positions: torch.Tensor  # (R, P) RoPE positions of the image tokens
+    mask: torch.Tensor  # (R, P, start + P)
+    guidance_scale: float | None = None
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+
+    def guided_at(self, t: float) -> bool:
+        lo, hi = self.guidance_interval
+        return self.guidance_scale is not None and lo <= t <= hi
+
+
+@dataclass
+class FlowVelocity:
+    """The (guided) velocity of one step and the branches it came from."""
+
+    velocity: torch.Tensor  # (B, 4z, G, G), float32
+    cond: torch.Tensor
+    uncond: torch.Tensor | None  # None where guidance was off
 
 
 class CheersModel(nn.Module):
@@ -173,7 +201,7 @@ class Cheers(nn.Module):
         return self.model.vae_model.decode(latent.to(self.dtype))
 
     def image_tokens(self, latent: torch.Tensor) -> ImageTokens:
-        """A (possibly noisy) latent x_t → pixels → ViT → LLM tokens (spec §6)."""
+        """A (possibly noisy) latent x_t → pixels → ViT → LLM tokens (docs/architecture.md §6)."""
         m = self.model
         latent = latent.to(self.dtype)
         if m.vae_decoder_projector is None:
@@ -210,10 +238,36 @@ class Cheers(nn.Module):
         return self.lm_head(hidden)
 
     # ----------------------------------------------------------- flow heads
+    def flow_velocity(
+        self, x_t: torch.Tensor, t: torch.Tensor, context: FlowContext
+    ) -> FlowVelocity:
+        """The velocity seam: x_t (B, 4z, G, G) at time ``t`` (a scalar) given the prompt
+        context → the (guided) velocity. The image path (decoder projector → ViT → merge) runs
+        once on the B latents; only the LLM and the heads see both guidance branches."""
+        b = x_t.shape[0]
+        guided = context.guided_at(float(t))
+        rows = 2 * b if guided else b
+        image = self.image_tokens(x_t)
+        tokens, patch_embeds = image.tokens, image.patch_embeds
+        if guided:
+            tokens, patch_embeds = tokens.repeat(2, 1, 1), patch_embeds.repeat(2, 1, 1)
+        cache = context.cache
+        if cache.batch_size != rows:
+            cache = cache.rows(rows)
+        hidden = self.transformer(
+            tokens, context.positions[:rows], context.mask[:rows], cache, context.start
+        )
+        t_rows = torch.as_tensor(t, device=x_t.device).expand(rows)
+        v = self.velocity(hidden, patch_embeds, t_rows).velocity.float()
+        if not guided:
+            return FlowVelocity(v, v, None)
+        cond, uncond = v.chunk(2)
+        return FlowVelocity(apply_guidance(cond, uncond, context.guidance_scale), cond, uncond)
+
     def velocity(
         self, image_hidden: torch.Tensor, patch_embeds: torch.Tensor, t: torch.Tensor
     ) -> Velocity:
-        """LLM hidden states at the P image positions → latent velocity (spec §8).
+        """LLM hidden states at the P image positions → latent velocity (docs/architecture.md §8).
 
         ``patch_embeds`` are the ViT patch embeddings of the same x_t's pixels (the detail
         input of the gate); ``t`` has shape (B,).

@@ -6,21 +6,35 @@
     >>> pipe.understand("photo.png", "What is in the picture?")          # doctest: +SKIP
 
 Keyword names follow diffusers (``num_inference_steps``, ``guidance_scale``, ``generator``,
-``latents``, ``num_images_per_prompt``); defaults are the authors' (80 steps, guidance 9.5,
-time shift 0.5). Every request is batched: pass lists to process several at once.
+``latents``, ``num_images_per_prompt``, ``negative_prompt``, ``callback_on_step_end``,
+``output_type``, ``return_dict``); defaults are the authors' (:data:`cheers.samplers.DEFAULTS`:
+80 steps, guidance 9.5, time shift 0.5, the reference's Euler sampler). Every request is
+batched: pass lists to process several at once.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from PIL import Image
 
+from cheers.arguments import (
+    GeneratorLike,
+    Generators,
+    ImagePipelineOutput,
+    OutputType,
+    StepEndCallback,
+    as_image_list,
+    as_list,
+    check_output_type,
+    check_positive,
+    match_images,
+    to_generator,
+    to_generators,
+)
 from cheers.checkpoint import load_model, resolve_model_path, save_model
 from cheers.errors import CheersError, PromptError
 from cheers.generation import decode_text, prefill, sample_latents
@@ -31,21 +45,12 @@ from cheers.image import (
     to_pil_list,
 )
 from cheers.model import Cheers
-from cheers.sampling import timesteps
+from cheers.samplers import DEFAULTS, FlowMatchSampler, StepCache, get_sampler, noise
 from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, splice, unconditional_ids
 from cheers.tokenizer import CheersTokenizer
 
 IMAGE_IN_PROMPT = "<im_start><image><im_end>"
 Messages = Sequence[Mapping[str, str]]
-GeneratorLike = torch.Generator | int | None
-
-
-@dataclass
-class ImagePipelineOutput:
-    """Generated images (PIL, or a (B, 3, R, R) tensor in [0, 1]) and the final latents."""
-
-    images: list[Image.Image] | torch.Tensor
-    latents: torch.Tensor
 
 
 class CheersPipeline:
@@ -95,7 +100,7 @@ class CheersPipeline:
         return self.model.config.image_size
 
     # --------------------------------------------------------- text to image
-    def __call__(self, prompt: str | Sequence[str], **kwargs: Any) -> ImagePipelineOutput:
+    def __call__(self, prompt: str | Sequence[str], **kwargs: Any) -> ImagePipelineOutput | tuple:
         """Alias of :meth:`text_to_image`."""
         return self.text_to_image(prompt, **kwargs)
 
@@ -104,61 +109,113 @@ class CheersPipeline:
         self,
         prompt: str | Sequence[str],
         *,
-        num_inference_steps: int = 80,
-        guidance_scale: float | None = 9.5,
-        time_shift: float = 0.5,
+        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        guidance_scale: float | None = DEFAULTS.guidance_scale,
+        time_shift: float = DEFAULTS.time_shift,
+        sampler: str | FlowMatchSampler | None = None,
+        negative_prompt: str | Sequence[str] | None = None,
+        guidance_interval: tuple[float, float] | None = None,
+        step_cache: StepCache | None = None,
         num_images_per_prompt: int = 1,
-        generator: GeneratorLike = None,
+        generator: Generators = None,
         latents: torch.Tensor | None = None,
         dummy_image: ImageInput | bool | None = None,
-        output_type: Literal["pil", "pt"] = "pil",
+        output_type: OutputType = "pil",
+        return_dict: bool = True,
         progress: bool = False,
         callback: Callable[[int, int], None] | None = None,
-    ) -> ImagePipelineOutput:
+        callback_on_step_end: StepEndCallback | None = None,
+    ) -> ImagePipelineOutput | tuple:
         """Generate images for one prompt or a list of prompts.
 
         Args:
             prompt: the description(s) of the image.
-            num_inference_steps: velocity evaluations of the ODE.
+            num_inference_steps: points of the time grid (the Euler sampler evaluates the
+                model at each; see ``sampler.num_evaluations`` for the others).
             guidance_scale: classifier-free guidance scale; ``None`` disables guidance (and
                 halves the work).
             time_shift: α of the time-grid shift α·t / (1 + (α−1)·t).
+            sampler: a name from :data:`cheers.samplers.SAMPLERS` ("euler", the reference;
+                "heun"; "dpm++2m") or a :class:`~cheers.samplers.FlowMatchSampler`.
+            negative_prompt: text whose tokens replace the ``<no_mean>`` row of the
+                unconditional branch (one, or one per prompt).
+            guidance_interval: (lo, hi): guidance only for lo ≤ t ≤ hi, the conditional
+                branch alone elsewhere (less work).
+            step_cache: a :class:`~cheers.samplers.StepCache` that predicts some velocities
+                instead of evaluating the model.
             num_images_per_prompt: images for each prompt (different noise).
-            generator: a ``torch.Generator`` or an integer seed, for reproducible results.
+            generator: a ``torch.Generator`` or an integer seed, for reproducible results, or
+                a list of them, one per image.
             latents: initial noise (B·num_images_per_prompt, 4z, G, G) instead of drawing it.
             dummy_image: ``True`` encodes a random noise image in front of the prompt, as the
                 reference does for requests without an image (what the released model was run
                 with); an image uses that one instead (for exact comparisons); ``False`` drops
                 it. ``None`` follows the model config's ``dummy_image_prefix`` (True for the
                 released model, False for models trained with this library).
-            output_type: ``"pil"`` for PIL images, ``"pt"`` for a tensor in [0, 1].
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (see
+                :class:`ImagePipelineOutput`).
+            return_dict: False returns the tuple ``(images,)`` instead of the output object.
             progress: show a progress bar over the denoising steps.
-            callback: called as ``callback(step, total)`` after every step.
+            callback: called as ``callback(step, total)`` after every model evaluation.
+            callback_on_step_end: called as ``(pipe, step, t, {"latents": x})`` after every
+                sampler step; a returned dict's "latents" replace x.
         """
-        prompts = _as_list(prompt, "prompt")
-        _check_positive(num_images_per_prompt, "num_images_per_prompt")
-        gen = _generator(generator, self.device)
+        prompts = as_list(prompt, "prompt")
+        check_positive(num_images_per_prompt, "num_images_per_prompt")
+        check_output_type(output_type)
+        n_rows = len(prompts) * num_images_per_prompt
+        gens = to_generators(generator, n_rows)
         rows = [p for p in prompts for _ in range(num_images_per_prompt)]
         ids = [self._generation_ids(p) for p in prompts]
+        negatives = None
+        if negative_prompt is not None:
+            negs = as_list(negative_prompt, "negative_prompt")
+            if len(negs) == 1:
+                negs = negs * len(prompts)
+            if len(negs) != len(prompts):
+                raise PromptError(
+                    f"{len(negs)} negative prompts for {len(prompts)} prompts; pass one, or one "
+                    "per prompt"
+                )
+            negatives = [
+                self._generation_ids(n) for n in negs for _ in range(num_images_per_prompt)
+            ]
         for p, i in zip(prompts, ids, strict=True):
             if self.special.image in i:
                 raise PromptError(
                     f"the text-to-image prompt {p!r} contains an <image> placeholder but no image "
                     "is given; use edit() or understand() for requests with an input image"
                 )
-        dummy = self._dummy_tokens(len(prompts), dummy_image, gen)
+        prompt_gens = gens[::num_images_per_prompt] if len(gens) > 1 else gens
+        dummy = self._dummy_tokens(len(prompts), dummy_image, prompt_gens)
         prefixes = [
             None if dummy is None else dummy[i]
             for i in range(len(prompts))
             for _ in range(num_images_per_prompt)
         ]
         row_ids = [i for i in ids for _ in range(num_images_per_prompt)]
-        x = self._initial_noise(len(rows), latents, gen)
-        times = timesteps(num_inference_steps, time_shift)
+        x = self._initial_noise(len(rows), latents, gens)
+        solver = get_sampler(sampler, time_shift)
+        solver.set_timesteps(num_inference_steps)
+        options = {
+            "guidance_interval": guidance_interval,
+            "step_cache": step_cache,
+            "on_step_end": self._step_end(callback_on_step_end),
+            "negatives": negatives,
+        }
         x = self._sample(
-            row_ids, [[]] * len(rows), prefixes, x, times, guidance_scale, progress, callback
+            row_ids,
+            [[]] * len(rows),
+            prefixes,
+            x,
+            solver,
+            guidance_scale,
+            progress,
+            callback,
+            **options,
         )
-        return self._output(x, output_type)
+        out = self._output(x, output_type)
+        return out if return_dict else (out.images,)
 
     # --------------------------------------------------------------- editing
     @torch.inference_mode()
@@ -167,16 +224,21 @@ class CheersPipeline:
         image: ImageInput | Sequence[ImageInput],
         instruction: str | Sequence[str],
         *,
-        num_inference_steps: int = 80,
-        guidance_scale: float | None = 9.5,
-        time_shift: float = 0.5,
-        strength: float = 0.9,
-        generator: GeneratorLike = None,
+        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        guidance_scale: float | None = DEFAULTS.guidance_scale,
+        time_shift: float = DEFAULTS.time_shift,
+        strength: float = DEFAULTS.edit_strength,
+        sampler: str | FlowMatchSampler | None = None,
+        guidance_interval: tuple[float, float] | None = None,
+        step_cache: StepCache | None = None,
+        generator: Generators = None,
         latents: torch.Tensor | None = None,
-        output_type: Literal["pil", "pt"] = "pil",
+        output_type: OutputType = "pil",
+        return_dict: bool = True,
         progress: bool = False,
         callback: Callable[[int, int], None] | None = None,
-    ) -> ImagePipelineOutput:
+        callback_on_step_end: StepEndCallback | None = None,
+    ) -> ImagePipelineOutput | tuple:
         """Edit source image(s) following instruction(s).
 
         The source is in the prompt (understanding path) and sampling starts from
@@ -184,33 +246,46 @@ class CheersPipeline:
         ``int(strength·num_inference_steps)`` steps (the reference uses strength 0.9).
         ``latents`` replaces the noise. Other arguments as in :meth:`text_to_image`.
         """
-        instructions = _as_list(instruction, "instruction")
-        images = _match_images(image, len(instructions))
+        instructions = as_list(instruction, "instruction")
+        images = match_images(image, len(instructions))
         if any(len(group) != 1 for group in images):
             raise CheersError("edit() takes exactly one source image per instruction")
         if not 0.0 < strength <= 1.0:
             raise CheersError(f"strength must be in (0, 1], got {strength}")
+        check_output_type(output_type)
         t0 = 1.0 - strength
-        gen = _generator(generator, self.device)
+        gens = to_generators(generator, len(instructions))
         pixels = self._pixels([im for group in images for im in group])
         x1 = self.model.encode_latent(pixels)
         tokens = self.model.image_tokens(x1).tokens
         row_ids = []
         for text in instructions:
-            content = text if "<image>" in text else f"{IMAGE_IN_PROMPT}\n{text}"
+            content = text if IMAGE_IN_PROMPT in text else f"{IMAGE_IN_PROMPT}\n{text}"
             ids = self._generation_ids(content)
             if ids.count(self.special.image) != 1:
                 raise PromptError(f"an edit instruction needs exactly one image, got {text!r}")
             row_ids.append(ids)
-        noise = self._initial_noise(len(instructions), latents, gen)
-        x = t0 * x1.float() + (1.0 - t0) * noise
-        times = timesteps(num_inference_steps, time_shift, t0=t0)
+        x0 = self._initial_noise(len(instructions), latents, gens)
+        x = noise(x1.float(), x0, t0)
+        solver = get_sampler(sampler, time_shift)
+        solver.set_timesteps(num_inference_steps, t0=t0)
         row_images = [[tokens[i]] for i in range(len(instructions))]
         no_prefix = [None] * len(row_ids)
         x = self._sample(
-            row_ids, row_images, no_prefix, x, times, guidance_scale, progress, callback
+            row_ids,
+            row_images,
+            no_prefix,
+            x,
+            solver,
+            guidance_scale,
+            progress,
+            callback,
+            guidance_interval=guidance_interval,
+            step_cache=step_cache,
+            on_step_end=self._step_end(callback_on_step_end),
         )
-        return self._output(x, output_type)
+        out = self._output(x, output_type)
+        return out if return_dict else (out.images,)
 
     # ---------------------------------------------------------- understanding
     @torch.inference_mode()
@@ -223,26 +298,30 @@ class CheersPipeline:
         temperature: float = 0.0,
         top_p: float = 1.0,
         generator: GeneratorLike = None,
+        stream: Callable[[list[str]], None] | None = None,
     ) -> str | list[str]:
         """Answer a question about image(s).
 
         One question (a str) with one image or a list of images returns a str; a list of
         questions with one image (or list of images) per question returns a list of str.
         ``temperature`` 0 is greedy decoding; otherwise temperature + top-p sampling.
+        ``stream`` receives, after every decoded token, the new text of each answer.
         """
         single = isinstance(question, str)
-        questions = _as_list(question, "question")
-        groups = [_as_image_list(images)] if single else _match_images(images, len(questions))
+        questions = as_list(question, "question")
+        groups = [as_image_list(images)] if single else match_images(images, len(questions))
         flat = [im for group in groups for im in group]
         tokens = self.model.understanding_tokens(self._pixels(flat)) if flat else None
         requests, k = [], 0
         for text, group in zip(questions, groups, strict=True):
-            if "<image>" not in text:
+            if IMAGE_IN_PROMPT not in text:
                 text = IMAGE_IN_PROMPT * len(group) + "\n" + text
             ids = self._chat_ids([{"role": "user", "content": text}])
             requests.append((ids, [tokens[k + j] for j in range(len(group))], None))
             k += len(group)
-        answers = self._generate_text(requests, max_new_tokens, temperature, top_p, generator)
+        answers = self._generate_text(
+            requests, max_new_tokens, temperature, top_p, generator, stream
+        )
         return answers[0] if single else answers
 
     @torch.inference_mode()
@@ -255,11 +334,12 @@ class CheersPipeline:
         top_p: float = 1.0,
         generator: GeneratorLike = None,
         dummy_image: ImageInput | bool | None = None,
+        stream: Callable[[list[str]], None] | None = None,
     ) -> str | list[str]:
         """Text-only conversation: a prompt, a list of messages, or a list of either (batch).
 
         As in the reference, a random dummy image is encoded in front of the text;
-        ``dummy_image`` works as in :meth:`text_to_image`.
+        ``dummy_image`` works as in :meth:`text_to_image`; ``stream`` as in :meth:`understand`.
         """
         single = isinstance(messages, str) or (
             isinstance(messages, Sequence)
@@ -269,20 +349,21 @@ class CheersPipeline:
         conversations = [messages] if single else list(messages)
         if not conversations:
             raise PromptError("chat() got no messages; pass a prompt or a list of messages")
-        gen = _generator(generator, self.device)
-        dummy = self._dummy_tokens(len(conversations), dummy_image, gen)
+        gen = to_generator(generator, self.device)
+        dummy = self._dummy_tokens(len(conversations), dummy_image, [gen])
         requests = []
         for i, conv in enumerate(conversations):
             if isinstance(conv, str):
                 conv = [{"role": "user", "content": conv}]
             ids = self._chat_ids(conv)
             requests.append((ids, [], None if dummy is None else dummy[i]))
-        answers = self._generate_text(requests, max_new_tokens, temperature, top_p, gen)
+        answers = self._generate_text(requests, max_new_tokens, temperature, top_p, gen, stream)
         return answers[0] if single else answers
 
     # -------------------------------------------------------------- internals
     def _chat_ids(self, messages: Messages) -> list[int]:
-        return self.tokenizer.encode(self.tokenizer.apply_chat_template(messages))
+        # Only the template makes control tokens; image units become image slots.
+        return self.tokenizer.apply_chat_template(messages, tokenize=True, image_placeholders=True)
 
     def _generation_ids(self, content: str) -> list[int]:
         """A user turn, the assistant's generation prompt, then `<im_start>` opening the image."""
@@ -293,18 +374,25 @@ class CheersPipeline:
         return torch.stack(batch).to(self.device)
 
     def _dummy_tokens(
-        self, n: int, dummy_image: ImageInput | bool | None, generator: torch.Generator | None
+        self,
+        n: int,
+        dummy_image: ImageInput | bool | None,
+        generators: Sequence[torch.Generator | None],
     ) -> torch.Tensor | None:
-        """LLM tokens of the placeholder image put in front of image-less requests, or None."""
+        """LLM tokens of the placeholder image put in front of image-less requests, or None.
+
+        Random dummies are drawn from ``generators`` (one shared, or one per request); a given
+        image is encoded once and shared by every request.
+        """
         if dummy_image is None:
             dummy_image = self.model.config.dummy_image_prefix
         if dummy_image is False:
             return None
-        if dummy_image is True:
-            cpu_gen = generator if generator is None or generator.device.type == "cpu" else None
-            dummies = [make_dummy_image(cpu_gen) for _ in range(n)]
-        else:
-            dummies = [dummy_image] * n
+        if dummy_image is not True:
+            return self.model.understanding_tokens(self._pixels([dummy_image])).expand(n, -1, -1)
+        gens = list(generators) if len(generators) == n else [generators[0]] * n
+        cpu = [g if g is None or g.device.type == "cpu" else None for g in gens]
+        dummies = [make_dummy_image(g) for g in cpu]
         return self.model.understanding_tokens(self._pixels(dummies))
 
     def _uncond_ids(self, ids: list[int]) -> list[int]:
@@ -312,7 +400,7 @@ class CheersPipeline:
         return unconditional_ids(ids, keep, self.special.no_mean)
 
     def _initial_noise(
-        self, n: int, latents: torch.Tensor | None, generator: torch.Generator | None
+        self, n: int, latents: torch.Tensor | None, generators: Sequence[torch.Generator | None]
     ) -> torch.Tensor:
         cfg = self.model.config
         shape = (n, cfg.latent_channels, cfg.grid_size, cfg.grid_size)
@@ -323,9 +411,12 @@ class CheersPipeline:
                     "(images × latent channels × grid × grid)"
                 )
             return latents.to(self.device, torch.float32)
+        if len(generators) == n and n > 1:  # one generator per image
+            return torch.cat([self._initial_noise(1, None, [g]) for g in generators])
+        generator = generators[0]
         device = generator.device if generator is not None else torch.device("cpu")
-        noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
-        return noise.to(self.device)
+        x0 = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+        return x0.to(self.device)
 
     def _sequences(self, row_ids, row_images, prefixes) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out = []
@@ -344,11 +435,35 @@ class CheersPipeline:
                 "fewer images or lower max_new_tokens"
             )
 
-    def _sample(self, row_ids, row_images, prefixes, x, times, guidance_scale, progress, callback):
+    def _step_end(self, callback_on_step_end: StepEndCallback | None):
+        """Adapt a diffusers-style ``callback_on_step_end`` to the sampling loop's hook."""
+        if callback_on_step_end is None:
+            return None
+
+        def hook(step: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+            out = callback_on_step_end(self, step, t, {"latents": x})
+            return out.get("latents") if isinstance(out, Mapping) else None
+
+        return hook
+
+    def _sample(
+        self,
+        row_ids,
+        row_images,
+        prefixes,
+        x,
+        sampler: FlowMatchSampler,
+        guidance_scale,
+        progress,
+        callback,
+        negatives: list[list[int]] | None = None,
+        **options: Any,
+    ):
         guided = guidance_scale is not None
         seqs = self._sequences(row_ids, row_images, prefixes)
         if guided:
-            seqs += self._sequences([self._uncond_ids(i) for i in row_ids], row_images, prefixes)
+            uncond = negatives or [self._uncond_ids(i) for i in row_ids]
+            seqs += self._sequences(uncond, row_images, prefixes)
         batch = left_pad(seqs)
         p = self.model.tokens_per_image
         self._check_context(int(batch.lengths.max()), p)
@@ -357,7 +472,7 @@ class CheersPipeline:
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(times), desc="denoising", unit="step")
+            bar = tqdm(total=sampler.num_evaluations, desc="denoising", unit="step")
 
         def step(k: int, n: int) -> None:
             if bar is not None:
@@ -366,22 +481,54 @@ class CheersPipeline:
                 callback(k, n)
 
         try:
-            return sample_latents(self.model, prefix, x, times, guidance_scale, callback=step)
+            return sample_latents(
+                self.model, prefix, x, sampler, guidance_scale, callback=step, **options
+            )
         finally:
             if bar is not None:
                 bar.close()
 
     def _output(self, x: torch.Tensor, output_type: str) -> ImagePipelineOutput:
-        if output_type not in ("pil", "pt"):
-            raise CheersError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+        if output_type == "latent":
+            return ImagePipelineOutput(x, x)
         images = self.model.decode_latent(x).float().clamp(0, 1)
-        return ImagePipelineOutput(to_pil_list(images) if output_type == "pil" else images, x)
+        if output_type == "pil":
+            return ImagePipelineOutput(to_pil_list(images), x)
+        if output_type == "np":
+            return ImagePipelineOutput(images.permute(0, 2, 3, 1).cpu().numpy(), x)
+        return ImagePipelineOutput(images, x)
 
-    def _generate_text(self, requests, max_new_tokens, temperature, top_p, generator) -> list[str]:
-        _check_positive(max_new_tokens, "max_new_tokens")
+    def _streamer(self, stream: Callable[[list[str]], None] | None, rows: int):
+        """Per-token ids → the new text of each row (decoding the ids so far, so that a
+        character split over several tokens comes out whole)."""
+        if stream is None:
+            return None
+        ids: list[list[int]] = [[] for _ in range(rows)]
+        shown = [""] * rows
+
+        def on_token(step: int, token: torch.Tensor) -> None:
+            pieces = []
+            for r, tok in enumerate(token.tolist()):
+                if tok not in (self.special.eos, self.special.pad) and (
+                    not ids[r] or ids[r][-1] != self.special.eos
+                ):
+                    ids[r].append(tok)
+                else:
+                    ids[r].append(self.special.eos)
+                text = self.tokenizer.decode([i for i in ids[r] if i != self.special.eos])
+                pieces.append(text[len(shown[r]) :] if text.startswith(shown[r]) else "")
+                shown[r] = text if text.startswith(shown[r]) else shown[r]
+            stream(pieces)
+
+        return on_token
+
+    def _generate_text(
+        self, requests, max_new_tokens, temperature, top_p, generator, stream=None
+    ) -> list[str]:
+        check_positive(max_new_tokens, "max_new_tokens")
         if temperature < 0:
             raise CheersError(f"temperature must be ≥ 0, got {temperature}")
-        gen = _generator(generator, self.device)
+        gen = to_generator(generator, self.device)
         ids, images, prefixes = zip(*requests, strict=True)
         batch = left_pad(self._sequences(ids, images, prefixes))
         self._check_context(int(batch.lengths.max()), max_new_tokens)
@@ -399,6 +546,7 @@ class CheersPipeline:
             temperature=temperature,
             top_p=top_p,
             generator=gen,
+            on_token=self._streamer(stream, len(requests)),
         )
         answers = []
         for row in out.tokens.tolist():
@@ -406,43 +554,3 @@ class CheersPipeline:
                 row = row[: row.index(self.special.eos)]
             answers.append(self.tokenizer.decode(row).strip())
         return answers
-
-
-def _generator(generator: GeneratorLike, device: torch.device) -> torch.Generator | None:
-    if generator is None or isinstance(generator, torch.Generator):
-        return generator
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        return torch.Generator("cpu").manual_seed(generator)
-    raise CheersError(f"generator must be a torch.Generator or an int seed, got {generator!r}")
-
-
-def _as_list(value: str | Sequence[str], name: str) -> list[str]:
-    items = [value] if isinstance(value, str) else list(value)
-    if not items:
-        raise PromptError(f"{name} is empty; pass a string or a non-empty list of strings")
-    for item in items:
-        if not isinstance(item, str) or not item.strip():
-            raise PromptError(f"every {name} must be a non-empty string, got {item!r}")
-    return items
-
-
-def _as_image_list(images: Any) -> list[ImageInput]:
-    if isinstance(images, (list, tuple)):
-        return list(images)
-    return [images]
-
-
-def _match_images(images: Any, n: int) -> list[list[ImageInput]]:
-    """One group of images per request: a single image is shared only when n == 1."""
-    if n == 1:
-        return [_as_image_list(images)]
-    if not isinstance(images, (list, tuple)) or len(images) != n:
-        raise CheersError(
-            f"{n} requests need a list of {n} images (or lists of images), one per request"
-        )
-    return [_as_image_list(group) for group in images]
-
-
-def _check_positive(value: int, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise CheersError(f"{name} must be a positive integer, got {value!r}")

@@ -26,6 +26,7 @@ from cheers.errors import CheersError
 from cheers.evaluation import report as report_mod
 from cheers.evaluation import shapes_edit, shapes_gen, shapes_vqa
 from cheers.evaluation.exports import EXPORTS, run_export
+from cheers.samplers import DEFAULTS, SAMPLERS
 
 EXIT_USAGE = 2
 
@@ -105,6 +106,20 @@ def _sampling_flags(p: argparse.ArgumentParser, steps: int, guidance: float, shi
         "--no-guidance", action="store_true", help="turn classifier-free guidance off"
     )
     g.add_argument("--shift", type=float, default=shift, metavar="ALPHA", help="time shift α")
+    g.add_argument(
+        "--sampler",
+        choices=sorted(SAMPLERS),
+        default=DEFAULTS.sampler,
+        help="ODE solver (cheers.samplers): euler is the reference",
+    )
+    g.add_argument(
+        "--step-cache",
+        type=int,
+        default=0,
+        metavar="K",
+        help="shapes-gen: evaluate the model every K-th step only and extrapolate the velocity "
+        "in between (TaylorSeer-style; 0 = off)",
+    )
 
 
 def _heldout_flags(p: argparse.ArgumentParser, what: str) -> None:
@@ -193,6 +208,8 @@ def _run_gen(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
         num_inference_steps=args.steps,
         guidance_scale=_guidance(args),
         time_shift=args.shift,
+        sampler=args.sampler,
+        step_cache=args.step_cache,
         batch_size=args.batch_size,
         canvas=args.canvas,
         dummy_image=False if args.no_dummy_image else None,
@@ -223,6 +240,7 @@ def _run_edit(pipe: Any, args: argparse.Namespace) -> dict[str, Any]:
         guidance_scale=_guidance(args),
         time_shift=args.shift,
         strength=args.strength,
+        sampler=args.sampler,
         batch_size=args.batch_size,
         canvas=args.canvas,
         progress=not args.no_progress,

@@ -13,6 +13,13 @@ import dataclasses
 from dataclasses import dataclass
 
 from cheers.errors import CheersError
+from cheers.samplers import DEFAULTS
+
+_STEPS, _GUIDANCE, _SHIFT = (
+    DEFAULTS.num_inference_steps,
+    DEFAULTS.guidance_scale,
+    DEFAULTS.time_shift,
+)
 
 
 @dataclass(frozen=True)
@@ -33,17 +40,17 @@ class Settings:
 
 SETTINGS: dict[str, Settings] = {
     # The model's own defaults (the authors' README): what `cheers generate` uses.
-    "default": Settings(steps=80, guidance=9.5, time_shift=0.5, images_per_prompt=1),
+    "default": Settings(_STEPS, _GUIDANCE, _SHIFT, images_per_prompt=1),
     # GenEval: 4 images per prompt, α = 1.0 as in the authors' GenEval scripts.
-    "geneval": Settings(steps=80, guidance=9.5, time_shift=1.0, images_per_prompt=4),
+    "geneval": Settings(_STEPS, _GUIDANCE, time_shift=1.0, images_per_prompt=4),
     "geneval-long": Settings(
-        steps=80, guidance=9.5, time_shift=1.0, images_per_prompt=4, prompt_variant="long"
+        _STEPS, _GUIDANCE, time_shift=1.0, images_per_prompt=4, prompt_variant="long"
     ),
     # DPG-Bench: a 2×2 grid of 4 images per prompt, 250 steps as in the authors' scripts.
-    "dpg": Settings(steps=250, guidance=9.5, time_shift=0.5, images_per_prompt=4),
+    "dpg": Settings(steps=250, guidance=_GUIDANCE, time_shift=_SHIFT, images_per_prompt=4),
     # The Shapes benchmarks run on a CPU: fewer steps.
-    "shapes-gen": Settings(steps=20, guidance=9.5, time_shift=0.5, images_per_prompt=4),
-    "shapes-edit": Settings(steps=20, guidance=9.5, time_shift=0.5, images_per_prompt=1),
+    "shapes-gen": Settings(steps=20, guidance=_GUIDANCE, time_shift=_SHIFT, images_per_prompt=4),
+    "shapes-edit": Settings(steps=20, guidance=_GUIDANCE, time_shift=_SHIFT, images_per_prompt=1),
 }
 
 

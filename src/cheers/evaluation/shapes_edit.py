@@ -29,6 +29,7 @@ from cheers.evaluation.common import (
     to_canvas,
 )
 from cheers.evaluation.settings import SETTINGS
+from cheers.samplers import DEFAULTS
 from cheers.shapes import EDIT_KINDS, EditPair, detect, render
 from cheers.shapes.dataset import benchmark_edits
 from cheers.shapes.render import DEFAULT_CANVAS
@@ -40,7 +41,7 @@ DEFAULT_STEPS = SETTINGS["shapes-edit"].steps  # the settings table, written onc
 DEFAULT_GUIDANCE = SETTINGS["shapes-edit"].guidance
 DEFAULT_TIME_SHIFT = SETTINGS["shapes-edit"].time_shift
 #: The reference's editing strength: start from 10 % source, 90 % noise.
-DEFAULT_STRENGTH = 0.9
+DEFAULT_STRENGTH = DEFAULTS.edit_strength
 DEFAULT_BATCH_SIZE = 8
 
 
@@ -52,6 +53,7 @@ def evaluate_editing(
     num_inference_steps: int = DEFAULT_STEPS,
     guidance_scale: float | None = DEFAULT_GUIDANCE,
     time_shift: float = DEFAULT_TIME_SHIFT,
+    sampler: str | None = None,
     strength: float = DEFAULT_STRENGTH,
     batch_size: int = DEFAULT_BATCH_SIZE,
     canvas: int = DEFAULT_CANVAS,
@@ -111,6 +113,7 @@ def evaluate_editing(
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
                 time_shift=time_shift,
+                sampler=sampler,
                 strength=strength,
                 latents=seeded_noise(pipe, [s for _, _, s in chunk]),
                 output_type="pil",
@@ -161,6 +164,7 @@ def evaluate_editing(
             "num_inference_steps": num_inference_steps,
             "guidance_scale": guidance_scale,
             "time_shift": time_shift,
+            "sampler": sampler or DEFAULTS.sampler,
             "strength": strength,
             "batch_size": batch_size,
             "canvas": canvas,

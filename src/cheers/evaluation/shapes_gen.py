@@ -31,6 +31,7 @@ from cheers.evaluation.common import (
     to_canvas,
 )
 from cheers.evaluation.settings import SETTINGS
+from cheers.samplers import DEFAULTS, StepCache
 from cheers.shapes import CATEGORIES, PromptSpec, detect, judge, score_generation
 from cheers.shapes.dataset import benchmark_prompts, heldout_prompts
 from cheers.shapes.render import DEFAULT_CANVAS
@@ -56,6 +57,8 @@ def evaluate_generation(
     num_inference_steps: int = DEFAULT_STEPS,
     guidance_scale: float | None = DEFAULT_GUIDANCE,
     time_shift: float = DEFAULT_TIME_SHIFT,
+    sampler: str | None = None,
+    step_cache: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     heldout: bool = True,
     n_heldout: int | None = None,
@@ -72,8 +75,10 @@ def evaluate_generation(
             prompts and (on the same machine) the same images.
         n_per_category: prompts of each of the six categories.
         images_per_prompt: images generated for every prompt, each judged on its own.
-        num_inference_steps, guidance_scale, time_shift: passed to ``text_to_image``
+        num_inference_steps, guidance_scale, time_shift, sampler: passed to ``text_to_image``
             (``guidance_scale=None`` turns guidance off).
+        step_cache: evaluate the model every K-th step only, extrapolating the velocity in
+            between (:class:`~cheers.samplers.StepCache`; 0: every step).
         batch_size: images per pipeline call, rounded down to whole prompts. Each prompt's noise
             comes from its own seed, so the scores do not depend on it (up to float rounding of
             padded batches).
@@ -148,6 +153,8 @@ def evaluate_generation(
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
                 time_shift=time_shift,
+                sampler=sampler,
+                step_cache=StepCache(interval=step_cache) if step_cache else None,
                 num_images_per_prompt=images_per_prompt,
                 latents=seeded_noise(pipe, [s for _, _, s in chunk], images_per_prompt),
                 dummy_image=dummy,
@@ -204,6 +211,8 @@ def evaluate_generation(
             "num_inference_steps": num_inference_steps,
             "guidance_scale": guidance_scale,
             "time_shift": time_shift,
+            "sampler": sampler or DEFAULTS.sampler,
+            "step_cache": step_cache,
             "batch_size": batch_size,
             "canvas": canvas,
             "dummy_image": dummy_image,

@@ -43,6 +43,19 @@ class KVCache:
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def rows(self, n: int) -> KVCache:
+        """A view of the first ``n`` batch rows sharing this cache's memory (no copy): e.g. the
+        conditional half when guidance is off for a step."""
+        view = object.__new__(KVCache)
+        view.max_len = self.max_len
+        view.keys = [k[:n] for k in self.keys]
+        view.values = [v[:n] for v in self.values]
+        return view
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys[0].shape[0] if self.keys else 0
+
     def select(self, index: torch.Tensor) -> KVCache:
         """Keep only the batch rows in ``index`` (e.g. the conditional half after guidance)."""
         self.keys = [k.index_select(0, index) for k in self.keys]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cheers.config import VAEConfig
-from cheers.layouts import latent_depth_to_space, latent_space_to_depth
+from cheers.layouts import interleave_phases, latent_depth_to_space, latent_space_to_depth
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -76,7 +76,30 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        if torch.is_grad_enabled():  # training keeps the reference's exact arithmetic
+            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return _upsample_conv(x, self.conv.weight, self.conv.bias)
+
+
+def _phase_taps(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 3-tap kernel seen from a 2× nearest-upsampled axis: output 2h reads inputs (h−1, h)
+    with taps (w0, w1+w2), output 2h+1 reads (h, h+1) with taps (w0+w1, w2)."""
+    w0, w1, w2 = w.unbind(dim)
+    return torch.stack([w0, w1 + w2], dim), torch.stack([w0 + w1, w2], dim)
+
+
+def _upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """conv3×3(nearest 2× upsample of x), computed at x's resolution: one 2×2 convolution per
+    output phase (4/9 of the multiply-adds), equal to the direct form up to float rounding."""
+    c, (h, w) = weight.shape[0], x.shape[-2:]
+    kernels = [kc for kr in _phase_taps(weight, 2) for kc in _phase_taps(kr, 3)]
+    y = F.conv2d(F.pad(x, (1, 1, 1, 1)), torch.cat(kernels), bias.repeat(4))
+    y = y.unflatten(1, (2, 2, c))  # (B, i, j, C, H+1, W+1)
+    phases = torch.stack(
+        [torch.stack([y[:, i, j, :, i : i + h, j : j + w] for j in (0, 1)], 1) for i in (0, 1)],
+        1,
+    )
+    return interleave_phases(phases)
 
 
 class _Middle(nn.Module):

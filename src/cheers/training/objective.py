@@ -27,6 +27,7 @@ from cheers.data.examples import (
 )
 from cheers.errors import DataError
 from cheers.model import Cheers
+from cheers.samplers import noise
 from cheers.sampling import time_shift as shift_time
 from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, omni_mask, splice
 from cheers.tokenizer import CheersTokenizer
@@ -139,7 +140,7 @@ class Objective(nn.Module):
         t = batch.t.to(device)
         x0 = batch.noise.to(device)
         tt = t[:, None, None, None]
-        x_t = tt * x1 + (1 - tt) * x0
+        x_t = noise(x1, x0, tt)
         image = model.image_tokens(x_t.to(dtype))
 
         # Splice each example's image tokens into its text; labels follow the same layout.

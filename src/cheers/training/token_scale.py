@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from cheers.model import Cheers
+from cheers.samplers import noise as forward_process
 
 
 def image_token_norm(model: Cheers, pixels: torch.Tensor, t: float = 0.5, seed: int = 0) -> float:
@@ -24,8 +25,8 @@ def image_token_norm(model: Cheers, pixels: torch.Tensor, t: float = 0.5, seed: 
     with torch.no_grad():
         x1 = model.encode_latent(pixels.to(model.device)).float()
         g = torch.Generator().manual_seed(seed)
-        noise = torch.randn(x1.shape, generator=g).to(x1.device)
-        tokens = model.image_tokens(t * x1 + (1 - t) * noise).tokens
+        x0 = torch.randn(x1.shape, generator=g).to(x1.device)
+        tokens = model.image_tokens(forward_process(x1, x0, t)).tokens
         return float(tokens.float().norm(dim=-1).mean())
 
 

@@ -1,0 +1,198 @@
+"""The engine on one GPU: the official preset, random weights, bfloat16, eager vs compiled.
+
+    python benchmarks/gpu_engine.py                 # on a CUDA machine (needs ~10 GB)
+    python benchmarks/gpu_engine.py --tiny          # a seconds-long CPU check of this script
+
+Reports seconds per 512² image (80 steps, guidance 9.5, the reference Euler sampler),
+image-to-text tokens/s (prefill of one 512² image + question, then ``--tokens`` greedy tokens
+that never stop at EOS) and peak GPU memory, first eagerly, then with ``torch.compile`` applied
+regionally: each LLM decoder layer, each ViT encoder layer and each flow-head block is compiled
+on its own (small graphs, compiled once and reused by every layer of the same shape), which
+covers the denoising step and text decoding alike. The first run of each mode is a warm-up
+(compilation) and is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cheers.config import CheersConfig
+from cheers.generation import decode_text, prefill
+from cheers.model import Cheers
+from cheers.pipeline import CheersPipeline
+from cheers.sequence import left_pad
+from cheers.tokenizer import CheersTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "A photo of a red bicycle leaning against a yellow wall."
+QUESTION = "Describe this image."
+
+
+def build(tiny: bool, device: torch.device, dtype: torch.dtype) -> CheersPipeline:
+    cfg = CheersConfig.tiny(image_size=64) if tiny else CheersConfig.official()
+    cfg.dummy_image_prefix = True  # as the released model is run
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Cheers(cfg).init_weights()
+    model = model.to(dtype).eval()
+    return CheersPipeline(model, CheersTokenizer.from_folder(ROOT / "src/cheers/default_model"))
+
+
+def compile_regions(model: Cheers) -> None:
+    """Compile the repeated blocks in place (regional compilation)."""
+    m = model.model
+    blocks = [*m.language_model.layers, *m.vision_representation.encoder.layers]
+    for head in (m.gen_projector, m.hi_projector):
+        blocks += [*head.diffusion_head_a, head.diffusion_head_b]
+    for block in blocks:
+        block.compile(dynamic=None)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_t2i(pipe: CheersPipeline, steps: int, guidance: float, repeats: int) -> list[float]:
+    out = []
+    for r in range(repeats):
+        sync(pipe.device)
+        start = time.perf_counter()
+        pipe(
+            PROMPT,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=r,
+            output_type="pt",
+        )
+        sync(pipe.device)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+@torch.inference_mode()
+def time_i2t(pipe: CheersPipeline, tokens: int, repeats: int) -> tuple[list[float], list[float]]:
+    """(first-token seconds, decode tokens/s) per repeat, EOS ignored so every run is full."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (pipe.resolution, pipe.resolution, 3), dtype=np.uint8)
+    firsts, rates = [], []
+    for _ in range(repeats):
+        sync(pipe.device)
+        start = time.perf_counter()
+        img = pipe.model.understanding_tokens(pipe._pixels([image]))
+        ids = pipe._chat_ids(
+            [{"role": "user", "content": "<im_start><image><im_end>\n" + QUESTION}]
+        )
+        batch = left_pad(pipe._sequences([ids], [[img[0]]], [None]))
+        prefix = prefill(pipe.model, batch, room=tokens)
+        logits = pipe.model.logits(prefix.hidden[:, -1])
+        sync(pipe.device)
+        first = time.perf_counter()
+        decode_text(
+            pipe.model,
+            prefix.cache,
+            batch.valid,
+            batch.lengths,
+            prefix.length,
+            logits,
+            tokens,
+            eos_id=-1,
+            pad_id=0,
+        )
+        sync(pipe.device)
+        end = time.perf_counter()
+        firsts.append(first - start)
+        rates.append((tokens - 1) / (end - first))
+    return firsts, rates
+
+
+def measure(pipe: CheersPipeline, args: argparse.Namespace) -> dict[str, float]:
+    device = pipe.device
+    time_t2i(pipe, min(args.steps, 3), args.guidance, 1)  # warm-up (and compilation)
+    time_i2t(pipe, min(args.tokens, 8), 1)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t2i = time_t2i(pipe, args.steps, args.guidance, args.repeats)
+    t2i_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    firsts, rates = time_i2t(pipe, args.tokens, args.repeats)
+    i2t_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+    return {
+        "t2i_s_per_image": statistics.median(t2i),
+        "t2i_peak_gib": t2i_mem,
+        "i2t_first_token_s": statistics.median(firsts),
+        "i2t_tokens_per_s": statistics.median(rates),
+        "i2t_peak_gib": i2t_mem,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a tiny config (CPU-friendly check of the script itself)",
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, else float32")
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--guidance", type=float, default=9.5)
+    parser.add_argument("--tokens", type=int, default=128, help="decoded tokens per request")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--modes", default="eager,compiled")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    dtype = (
+        getattr(torch, args.dtype)
+        if args.dtype
+        else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    )
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    pipe = build(args.tiny, device, dtype)
+    import torch._dynamo as dynamo
+
+    # Every layer is its own region; decoding's growing cache length is one dynamic shape.
+    dynamo.config.cache_size_limit = 64
+    results = {}
+    for mode in args.modes.split(","):
+        if mode == "compiled":
+            compile_regions(pipe.model)
+        elif mode != "eager":
+            parser.error(f"unknown mode {mode!r}; use eager and/or compiled")
+        results[mode] = measure(pipe, args)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    res = 64 if args.tiny else 512
+    print(
+        f"device {name}, {dtype}, {'tiny' if args.tiny else 'official'} preset, {res} px, "
+        f"{args.steps} steps, guidance {args.guidance}"
+    )
+    print(f"{'figure':28}" + "".join(f"{m:>12}" for m in results))
+    for key in (
+        "t2i_s_per_image",
+        "t2i_peak_gib",
+        "i2t_first_token_s",
+        "i2t_tokens_per_s",
+        "i2t_peak_gib",
+    ):
+        print(f"{key:28}" + "".join(f"{r[key]:12.3f}" for r in results.values()))
+    if args.json:
+        args.json.write_text(json.dumps({"device": name, "dtype": str(dtype), **results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The benchmark scripts run (their figures are measured, never asserted)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import engine
+import fast_path
+import gpu_engine
+
+
+def test_measurement_config_is_the_issues():
+    cfg = engine.measurement_config()
+    assert cfg.image_size == 128 and cfg.text_config.vocab_size == 151936
+    assert cfg.text_config.hidden_size == 256 and cfg.vision_representation_config.patch_size == 16
+    assert cfg.vae_decoder_config.ch == 128 and cfg.latent_channels == 128
+
+
+def test_gpu_script_runs_on_a_tiny_config(capsys, tmp_path):
+    argv = ["--tiny", "--device", "cpu", "--steps", "2", "--tokens", "3", "--repeats", "1"]
+    assert gpu_engine.main([*argv, "--modes", "eager", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "t2i_s_per_image" in out and "i2t_tokens_per_s" in out
+    assert (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow
+def test_gpu_script_compiles_on_a_tiny_config(capsys):
+    argv = ["--tiny", "--device", "cpu", "--steps", "2", "--tokens", "3", "--repeats", "1"]
+    assert gpu_engine.main([*argv, "--modes", "eager,compiled"]) == 0
+    assert "compiled" in capsys.readouterr().out
+
+
+def test_fast_path_plot_draws_a_png(tmp_path):
+    rows = [
+        {"option": "euler", "nfe": n, "rmse": 1.0 / n, "psnr": 20.0, "seconds": 1.0}
+        for n in (5, 10, 20)
+    ]
+    rows.append({"option": "ab2", "nfe": 10, "rmse": 0.01, "psnr": 30.0, "seconds": 1.0})
+    fast_path.plot(rows, tmp_path / "p.png", "test")
+    assert Image.open(tmp_path / "p.png").size == (760, 480)
