@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -53,11 +54,17 @@ def to_generator(generator: GeneratorLike, device: torch.device) -> torch.Genera
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, int) and not isinstance(generator, bool):
+        if not 0 <= generator < 2**64:
+            raise CheersError(
+                f"the seed must be in [0, 2**64), got {generator}; pass a smaller int"
+            )
         return torch.Generator("cpu").manual_seed(generator)
     raise CheersError(f"generator must be a torch.Generator or an int seed, got {generator!r}")
 
 
 def as_list(value: str | Sequence[str], name: str) -> list[str]:
+    if not isinstance(value, str | Sequence):
+        raise PromptError(f"{name} must be a string or a list of strings, got {value!r}")
     items = [value] if isinstance(value, str) else list(value)
     if not items:
         raise PromptError(f"{name} is empty; pass a string or a non-empty list of strings")
@@ -87,3 +94,13 @@ def match_images(images: Any, n: int) -> list[list[ImageInput]]:
 def check_positive(value: int, name: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise CheersError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_number(value: Any, name: str, low: float | None = None, allow_none: bool = False) -> None:
+    """Raise :class:`CheersError` unless ``value`` is a finite real number (≥ ``low``)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CheersError(f"{name} must be a finite number, got {value!r}")
+    if low is not None and value < low:
+        raise CheersError(f"{name} must be ≥ {low}, got {value!r}")

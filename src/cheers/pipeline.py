@@ -29,6 +29,7 @@ from cheers.arguments import (
     StepEndCallback,
     as_image_list,
     as_list,
+    check_number,
     check_output_type,
     check_positive,
     match_images,
@@ -341,6 +342,8 @@ class CheersPipeline:
         As in the reference, a random dummy image is encoded in front of the text;
         ``dummy_image`` works as in :meth:`text_to_image`; ``stream`` as in :meth:`understand`.
         """
+        if isinstance(messages, str) and not messages.strip():
+            raise PromptError("chat() got an empty prompt; pass some text")
         single = isinstance(messages, str) or (
             isinstance(messages, Sequence)
             and len(messages) > 0
@@ -405,6 +408,11 @@ class CheersPipeline:
         cfg = self.model.config
         shape = (n, cfg.latent_channels, cfg.grid_size, cfg.grid_size)
         if latents is not None:
+            if not isinstance(latents, torch.Tensor):
+                raise CheersError(
+                    f"latents must be a torch.Tensor, got {type(latents).__name__}; "
+                    "convert with torch.as_tensor(latents)"
+                )
             if tuple(latents.shape) != shape:
                 raise CheersError(
                     f"latents have shape {tuple(latents.shape)} but this request needs {shape} "
@@ -459,6 +467,7 @@ class CheersPipeline:
         negatives: list[list[int]] | None = None,
         **options: Any,
     ):
+        check_number(guidance_scale, "guidance_scale", allow_none=True)
         guided = guidance_scale is not None
         seqs = self._sequences(row_ids, row_images, prefixes)
         if guided:
@@ -526,8 +535,10 @@ class CheersPipeline:
         self, requests, max_new_tokens, temperature, top_p, generator, stream=None
     ) -> list[str]:
         check_positive(max_new_tokens, "max_new_tokens")
-        if temperature < 0:
-            raise CheersError(f"temperature must be ≥ 0, got {temperature}")
+        check_number(temperature, "temperature", low=0.0)
+        check_number(top_p, "top_p")
+        if not 0.0 < top_p <= 1.0:
+            raise CheersError(f"top_p must be in (0, 1], got {top_p}")
         gen = to_generator(generator, self.device)
         ids, images, prefixes = zip(*requests, strict=True)
         batch = left_pad(self._sequences(ids, images, prefixes))
