@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cheers._files import atomic_write
 from cheers.checkpoint import load_model, save_state
 from cheers.data.examples import DUMMY, apply_guidance_dropout, tokenize
 from cheers.data.records import Record
@@ -59,7 +60,8 @@ from cheers.training.packed import (
     rows_right,
     to_device,
 )
-from cheers.training.recipe import MODULE_GROUPS, NEVER_TRAINED
+from cheers.training.trainer import set_trainable
+from cheers.training.vae import start_projector_from_decoder
 
 PACKAGE_MODEL = Path(__file__).resolve().parents[2] / "src" / "cheers" / "default_model"
 TASKS = ("understanding", "describe", "chat", "generation", "editing")
@@ -244,21 +246,8 @@ def build_model(init: Path | None, vae_from: Path, seed: int) -> Cheers:
     model = Cheers(base.config).init_weights()
     vae = {k: v for k, v in base.state_dict().items() if k.startswith("model.vae_model.")}
     model.load_state_dict(vae, strict=False)
-    projector, source = model.model.vae_decoder_projector, model.model.vae_model
-    projector.decoder.load_state_dict(source.decoder.state_dict())
-    projector.bn.load_state_dict(source.bn.state_dict())
+    start_projector_from_decoder(model)
     return model
-
-
-def set_trainable(model: Cheers, groups: tuple[str, ...]) -> list[torch.nn.Parameter]:
-    prefixes = tuple(p for g in groups for p in MODULE_GROUPS[g])
-    params = []
-    for name, param in model.named_parameters():
-        train = name.startswith(prefixes) and not name.startswith(NEVER_TRAINED)
-        param.requires_grad_(train)
-        if train:
-            params.append(param)
-    return params
 
 
 def save_snapshot(model: Cheers, tokenizer: CheersTokenizer, folder: Path) -> None:
@@ -274,9 +263,8 @@ def save_snapshot(model: Cheers, tokenizer: CheersTokenizer, folder: Path) -> No
 
 
 def write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=1, default=str).encode("utf-8")
+    atomic_write(path, lambda f: f.write(text))
 
 
 # ----------------------------------------------------------------------------------- main

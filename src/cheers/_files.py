@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from cheers.errors import CheckpointError
+from cheers.errors import CheckpointError, CheersError
 
 STAGING_PREFIX = ".saving-"
 
@@ -72,3 +74,23 @@ def staged_files(folder: Path, what: str = "model folder") -> Iterator[tuple[Pat
             os.replace(staging / name, folder / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
+    """Call ``write(binary file)`` on a temporary sibling of ``path``, then move it in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheersError(f"cannot write {path} ({err.strerror or err})") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -13,9 +13,9 @@ exactly the files they read and stops there:
 
 Every image's noise comes from its own seed (the prompt's index and the image's), so the files
 do not depend on the batch size; a prompt already written is skipped, so an interrupted run is
-resumed by running it again. Files are written atomically (a temporary name, then a rename):
-a prompt's ``metadata.jsonl`` is written after its samples, so a GenEval folder that has it is
-complete.
+resumed by running it again. Files are written atomically (``cheers._files.atomic_write``: a
+temporary name, then a rename): a prompt's ``metadata.jsonl`` is written after its samples,
+so a GenEval folder that has it is complete.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cheers._files import atomic_write
 from cheers.errors import CheersError
 from cheers.evaluation.common import batches, progress_bar, seeded_noise
 from cheers.evaluation.settings import Settings
@@ -93,15 +94,7 @@ def read_dpg_prompts(folder: str | os.PathLike[str]) -> list[PromptItem]:
 
 
 def _save_png(image: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def _write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 def grid_2x2(images: Sequence[Image.Image]) -> Image.Image:
@@ -175,7 +168,8 @@ def write_geneval(
         for k, image in enumerate(images):
             _save_png(image, samples / f"{k:05d}.png")
         # Last: a folder with its metadata.jsonl is complete.
-        _write_text(json.dumps(item.metadata), out / item.key / "metadata.jsonl")
+        text = json.dumps(item.metadata).encode("utf-8")
+        atomic_write(out / item.key / "metadata.jsonl", lambda f: f.write(text))
 
     def done(item: PromptItem) -> bool:
         return (out / item.key / "metadata.jsonl").is_file()

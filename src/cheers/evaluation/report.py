@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from cheers._files import atomic_write
 from cheers.errors import CheersError
 from cheers.evaluation.common import EvalSample
 
@@ -47,30 +47,10 @@ def to_jsonable(result: Mapping[str, Any]) -> dict[str, Any]:
         raise CheersError(f"the result cannot be written as JSON: {err}") from err
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
-    """Call ``write(binary file)`` on a temporary sibling of ``path``, then move it in place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise CheersError(f"cannot write {path} ({err.strerror or err})") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_json(result: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``result`` (see :func:`to_jsonable`) as indented UTF-8 JSON, atomically."""
     text = json.dumps(to_jsonable(result), indent=2, ensure_ascii=False) + "\n"
-    return _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
+    return atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
 def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -238,7 +218,7 @@ def save_grid(
 ) -> Path:
     """Draw up to ``max_cells`` samples (see :func:`select_samples`, :func:`make_grid`) to a PNG."""
     image = make_grid(select_samples(samples, max_cells), **grid_kwargs)
-    return _atomic_write(Path(path), _png_writer(image))
+    return atomic_write(Path(path), _png_writer(image))
 
 
 def grid_columns(result: Mapping[str, Any]) -> int:

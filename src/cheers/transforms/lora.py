@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from cheers._files import atomic_write
 from cheers.errors import CheckpointError, CheersError
 from cheers.transforms.targets import check_groups, linear_targets, replace_module
 
@@ -141,9 +142,8 @@ def save_lora(
     tmp = folder / f".{WEIGHTS_FILE}.tmp"
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, folder / WEIGHTS_FILE)
-    tmp = folder / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(peft, indent=2) + "\n")
-    os.replace(tmp, folder / CONFIG_FILE)
+    text = (json.dumps(peft, indent=2) + "\n").encode("utf-8")
+    atomic_write(folder / CONFIG_FILE, lambda f: f.write(text))
     return folder
 
 
