@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cheers.evaluation.common import to_canvas
 from cheers.pipeline import CheersPipeline
 from cheers.shapes.captions import PromptSpec, judge, make_prompt
 from cheers.shapes.detector import Detection, detect
@@ -106,10 +107,8 @@ class DemoResult:
 
 
 def _detect(image: Image.Image, canvas: int) -> list[Detection]:
-    """What the Shapes detector finds in an image drawn at the model's resolution."""
-    if image.size != (canvas, canvas):
-        image = image.resize((canvas, canvas), Image.Resampling.BOX)
-    return detect(np.asarray(image.convert("RGB")))
+    """What the Shapes detector finds in an image, brought to the canvas as the benchmarks do."""
+    return detect(np.asarray(to_canvas(image, canvas)))
 
 
 def _seen(found: list[Detection]) -> str:

@@ -19,12 +19,12 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cheers.errors import CheersError
 from cheers.evaluation import report as report_mod
 from cheers.evaluation import shapes_edit, shapes_gen, shapes_vqa
+from cheers.evaluation.common import out_folder
 from cheers.evaluation.exports import EXPORTS, run_export
 from cheers.samplers import DEFAULTS, SAMPLERS
 
@@ -358,17 +358,6 @@ def _device(device: str | None) -> str:
     return device
 
 
-def _out_folder(out: str) -> Path:
-    folder = Path(out)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as err:
-        raise CheersError(f"--out {out}: a file is in the way; pass a folder path") from err
-    except OSError as err:
-        raise CheersError(f"cannot create --out {out} ({err.strerror or err})") from err
-    return folder
-
-
 def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
     """Run the benchmark named by ``args.eval_benchmark``; returns 0.
 
@@ -385,7 +374,7 @@ def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
     if name not in BENCHMARKS:
         raise CheersError(f"choose a benchmark: {', '.join([*BENCHMARKS, *EXPORTS])}")
     _check_args(args)
-    out = _out_folder(args.out)
+    out = out_folder(args.out)
     source: str | None = None
     device = None
     if pipe is None:

@@ -16,10 +16,10 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cheers.errors import CheersError
+from cheers.evaluation.common import out_folder
 from cheers.evaluation.geneval import (
     read_dpg_prompts,
     read_geneval_metadata,
@@ -111,11 +111,7 @@ def run_export(args: argparse.Namespace, *, pipe: Any = None) -> int:
     export = EXPORTS[args.eval_benchmark]
     s = resolved_settings(args)
     items = export.read(args)  # bad input fails here, before the model loads
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as err:
-        raise CheersError(f"--out {out}: a file is in the way; pass a folder path") from err
+    out = out_folder(args.out)
     if pipe is None:
         from cheers.cli import load_pipeline
 

@@ -27,8 +27,10 @@ import torch.nn.functional as F
 
 from cheers.data.examples import GENERATION, IGNORE, Example
 from cheers.model import Cheers
+from cheers.samplers import noise
 from cheers.sampling import time_shift
 from cheers.sequence import IMAGE_PLACEHOLDER, omni_mask
+from cheers.training.objective import T_EPS
 
 PackedRow = tuple[list[int], list[int], list[int], list[bool]]  # ids, target, block, noised
 
@@ -89,7 +91,8 @@ def draw_t(
 ) -> torch.Tensor:
     """t per image: s(u) with the sampler's shift α for generation targets, 1 for the others."""
     u = torch.rand(noised.shape, device=noised.device, generator=generator)
-    return torch.where(noised, time_shift(u.clamp(1e-6, 1 - 1e-6), alpha), torch.ones_like(u))
+    u = u.clamp(T_EPS, 1 - T_EPS)
+    return torch.where(noised, time_shift(u, alpha), torch.ones_like(u))
 
 
 def packed_losses(
@@ -112,7 +115,7 @@ def packed_losses(
         with torch.no_grad():
             x1 = model.encode_latent(batch["pixels"]).float()
         tt = t[:, None, None, None]
-        image = model.image_tokens(tt * x1 + (1 - tt) * x0)
+        image = model.image_tokens(noise(x1, x0, tt))
         embeds = embeds.index_copy(0, where, image.tokens.reshape(-1, d).to(embeds.dtype))
     embeds = embeds.reshape(*batch["ids"].shape, d)
     positions = (batch["valid"].long().cumsum(1) - 1).clamp(min=0)

@@ -230,8 +230,9 @@ class Trainer:
         resumed: bool,
     ) -> Path:
         model = self.model
-        trainable = _set_trainable(model, stage)
+        trainable = sum(p.numel() for p in set_trainable(model, stage.trainable_groups()))
         wrapped = self._wrap()
+        # Read after wrapping: FSDP replaces the parameters with sharded ones.
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             params, lr=stage.lr, betas=tuple(stage.betas), weight_decay=stage.weight_decay
@@ -500,14 +501,17 @@ def _second_weight(stage: StageConfig) -> float:
     return stage.kl_weight if stage.kind == "vae" else 1.0
 
 
-def _set_trainable(model: Cheers, stage: StageConfig) -> int:
-    prefixes = tuple(p for g in stage.trainable_groups() for p in MODULE_GROUPS[g])
-    total = 0
+def set_trainable(model: Cheers, groups: tuple[str, ...]) -> list[nn.Parameter]:
+    """Train the parameters of the module ``groups`` (never those in ``NEVER_TRAINED``) and
+    freeze the rest; returns the trainable ones."""
+    prefixes = tuple(p for g in groups for p in MODULE_GROUPS[g])
+    params = []
     for name, param in model.named_parameters():
         train = name.startswith(prefixes) and not name.startswith(NEVER_TRAINED)
         param.requires_grad_(train)
-        total += param.numel() if train else 0
-    return total
+        if train:
+            params.append(param)
+    return params
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], list[dict]]:

@@ -95,10 +95,17 @@ def finish_vae(model: Cheers, objective: nn.Module, batches: Iterator[VAEBatch])
         return
     mean = total / count
     var = (total_sq / count - mean.pow(2)).clamp(min=1e-8)
+    bn = model.model.vae_model.bn
+    bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
+    bn.running_var.copy_(var.to(bn.running_var.dtype))
+    bn.num_batches_tracked.fill_(1)
+    start_projector_from_decoder(model)
+
+
+def start_projector_from_decoder(model: Cheers) -> None:
+    """Start the decoder projector as a copy of the VAE's decoder and latent statistics
+    (nothing to do when the ViT reads latents)."""
     vae, projector = model.model.vae_model, model.model.vae_decoder_projector
-    for bn in (vae.bn,) if projector is None else (vae.bn, projector.bn):
-        bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
-        bn.running_var.copy_(var.to(bn.running_var.dtype))
-        bn.num_batches_tracked.fill_(1)
     if projector is not None:
         projector.decoder.load_state_dict(vae.decoder.state_dict())
+        projector.bn.load_state_dict(vae.bn.state_dict())
