@@ -1,72 +1,28 @@
-"""A live server on a free loopback port, on the embedded model, for the serving tests."""
+"""Fixtures of the serving tests: the embedded model, and a live server on it."""
 
 from __future__ import annotations
 
-import base64
-import io
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-from PIL import Image
+import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-import uvicorn  # noqa: E402
+from live_server import TEST_CONFIG, LiveServer
 
-from cheers.loading import default_model_path  # noqa: E402
-from cheers.pipeline import CheersPipeline  # noqa: E402
-from cheers.serving import ServerConfig, create_app  # noqa: E402
-
-#: Few steps keep every image request cheap; the server takes them as an extension.
-STEPS = 4
-
-#: Small limits so that going over them costs little; a window wide enough for concurrent
-#: requests to meet in one batch.
-TEST_CONFIG = ServerConfig(
-    max_body_bytes=2 * 1024 * 1024,
-    max_image_pixels=1024 * 1024,
-    max_steps=50,
-    max_new_tokens=64,
-    admission_window_s=0.05,
-)
+from cheers.loading import default_model_path
+from cheers.pipeline import CheersPipeline
+from cheers.serving import create_app
 
 
-class LiveServer:
-    """uvicorn serving ``app`` in a thread, on a port the OS picked."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    @property
-    def batcher(self):
-        return self.app.state.serving.batcher
-
-    def start(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-        self.sock.close()
+@pytest.fixture(autouse=True)
+def _threads():
+    """One torch thread (overrides the suite's two): the server's worker shares this process
+    with the event loop and the test's clients, and on a loaded 2-core machine a second
+    intra-op thread spinning at every barrier made each model call ~10x slower (measured)."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -86,17 +42,3 @@ def client(live):
     openai = pytest.importorskip("openai")
     with openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0) as c:
         yield c
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def data_url(image: Image.Image) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
-
-
-def decode_b64_png(text: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(text))).convert("RGB")

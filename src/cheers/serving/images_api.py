@@ -98,8 +98,12 @@ async def edits(request: Request) -> Response:
                 "mask is not supported: Cheers edits follow the instruction alone; drop it",
                 param="mask",
             )
-        if not isinstance(value, str) or name in fields:
-            raise APIError(400, f"form field {name!r} must be given once, as text", param=name)
+        if not isinstance(value, str):
+            raise APIError(
+                400, f"form field {name!r} is a file; only 'image' takes a file", param=name
+            )
+        if name in fields:
+            raise APIError(400, f"form field {name!r} is given twice; give it once", param=name)
         fields[name] = value
     if len(files) != 1 or not isinstance(files[0], UploadFile):
         raise APIError(
