@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes = list(batcher.stats.batch_jobs)[before:]
             print(
                 f"{name:<22}{n / sequential:>18.2f}{n / concurrent:>18.2f}"
-                f"{sequential / concurrent:>7.2f}×{str(sizes):>28}"
+                f"{sequential / concurrent:>7.2f}×{sizes!s:>28}"
             )
     return 0
 

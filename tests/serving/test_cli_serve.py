@@ -73,3 +73,10 @@ def test_serve_refuses_bad_flags_before_loading(capsys):
     assert "--port must be in 0..65535" in capsys.readouterr().err
     assert main(["serve", "--max-queue", "0"]) == 2
     assert "max_queue must be a positive integer" in capsys.readouterr().err
+
+
+def test_serve_help_names_every_flag(capsys):
+    assert main(["serve", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--host", "--port", "--max-queue", "--model", "--device", "examples:"):
+        assert flag in out
