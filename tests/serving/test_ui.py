@@ -1,5 +1,5 @@
 """The web UI in a real headless browser (Debian's Chromium, never a downloaded one): the page
-loads, a generation appears, an answer streams in.
+loads, a generation appears, an upload is answered and edited, a chat answer streams in.
 
 ``CHEERS_SCREENSHOT=docs/images/serving-ui.png`` also saves the screenshot the docs show.
 """
@@ -65,6 +65,14 @@ def test_page_generates_images_and_streams_an_answer(browser, live, pipe, tmp_pa
     page.click("#ask-form button[type=submit]")
     expected = pipe.understand(source, "What color is the shape?", max_new_tokens=64)
     page.wait_for_function(f"document.querySelector('#ask-answer').textContent === {expected!r}")
+
+    # Edit the uploaded image: two edited images appear.
+    page.click("button[data-tab=edit]")
+    page.set_input_files("#edit-form input[name=image]", str(upload))
+    page.fill("#edit-form input[name=num_inference_steps]", str(STEPS + 1))
+    page.click("#edit-form button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('#edit-images img').length === 2")
+    assert not page.locator("#edit .error").is_visible()
 
     # Chat: the answer streams in, one chunk per token, and equals the pipeline's.
     page.click("button[data-tab=chat]")
