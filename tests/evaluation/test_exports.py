@@ -79,6 +79,9 @@ def test_geneval_writes_the_official_layout_byte_for_byte(metadata, tmp_path):
                    "--steps", "3"), pipe=pipe)  # fmt: skip
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert folders == ["00000", "00001", "00002"]
+    # Nothing else the evaluator would read: it walks the digit-named folders only.
+    assert sorted(p.name for p in out.iterdir()) == [*folders, "cheers_settings.json"]
+    assert sorted(p.name for p in (out / "00000").iterdir()) == ["metadata.jsonl", "samples"]
     # As GenEval's own generation script writes it: json.dump of the line, no newline.
     assert (out / "00000" / "metadata.jsonl").read_bytes() == (
         b'{"tag": "single_object", "include": [{"class": "bench", "count": 1}], '

@@ -27,7 +27,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -133,7 +133,7 @@ class _Export:
     sampling: Settings
     batch_size: int = 4
     settings_name: str = ""
-    name: str = ""
+    name: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -177,7 +177,7 @@ class _Export:
 class GenEvalExport(_Export):
     """GenEval's folder: ``OUT/<index:05d>/{metadata.jsonl, samples/<k:04d>.png}``."""
 
-    name: str = "geneval"
+    name: ClassVar[str] = "geneval"
 
     def done(self, item: PromptItem) -> bool:
         # metadata.jsonl is written last: a folder that has it is complete.
@@ -198,7 +198,7 @@ class GenEvalExport(_Export):
 class DpgExport(_Export):
     """DPG-Bench's folder: ``OUT/<name>.png``, a 2×2 grid per prompt file ``<name>.txt``."""
 
-    name: str = "dpg"
+    name: ClassVar[str] = "dpg"
 
     def __post_init__(self) -> None:
         super().__post_init__()

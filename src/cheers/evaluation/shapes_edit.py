@@ -14,7 +14,7 @@ import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from PIL import Image
 
@@ -73,7 +73,7 @@ class ShapesEdit:
     strength: float = DEFAULT_STRENGTH
     batch_size: int = DEFAULT_BATCH_SIZE
     canvas: int = DEFAULT_CANVAS
-    name: str = TASK
+    name: ClassVar[str] = TASK
 
     def __post_init__(self) -> None:
         check_seed(self.seed)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from PIL import Image
@@ -78,7 +78,7 @@ class ShapesGen:
     n_heldout: int | None = None
     canvas: int = DEFAULT_CANVAS
     dummy_image: bool | None = None
-    name: str = TASK
+    name: ClassVar[str] = TASK
     _dummy: dict[bool, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from cheers.evaluation import flags
 from cheers.evaluation.benchmark import Judged, Timings, run_benchmark
@@ -57,7 +57,7 @@ class ShapesVQA:
     n_heldout: int | None = None
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     canvas: int = DEFAULT_CANVAS
-    name: str = TASK
+    name: ClassVar[str] = TASK
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
