@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cheers.errors import CheersError
-from cheers.evaluation import add_eval_parser, run_eval
+from cheers.evaluation import add_eval_parser, run_eval, shapes_edit, shapes_gen
 from cheers.evaluation.cli import build_parser, main
 
 FAST_GEN = ["--n", "1", "--images-per-prompt", "1", "--steps", "2", "--no-guidance"]
@@ -28,13 +28,24 @@ def test_parser_wiring_and_defaults():
     args = _host_parser().parse_args(["eval", "shapes-gen", "--out", "o"])
     assert args.command == "eval" and args.eval_benchmark == "shapes-gen"
     assert args.func is run_eval
-    assert (args.model, args.seed, args.n, args.images_per_prompt) == (None, 0, 10, 4)
-    assert args.steps == 20 and args.guidance == 9.5 and not args.no_heldout
-    assert not args.no_dummy_image and not args.no_guidance
+    # The sampling flags default to the --settings row; the benchmark gets the row's values.
+    assert (args.model, args.settings, args.steps, args.seed) == (None, "shapes-gen", None, None)
+    gen = shapes_gen.COMMAND.build(args)
+    assert (gen.seed, gen.n_per_category, gen.images_per_prompt) == (0, 10, 4)
+    assert gen.num_inference_steps == 20 and gen.guidance_scale == 9.5 and gen.heldout
+    assert gen.dummy_image is None
     vqa = _host_parser().parse_args(["eval", "shapes-vqa", "--out", "o", "--n", "8"])
     assert vqa.n == 8 and vqa.max_new_tokens == 8 and not hasattr(vqa, "steps")
     edit = _host_parser().parse_args(["eval", "shapes-edit", "--out", "o", "--strength", "0.5"])
     assert edit.strength == 0.5 and edit.n == 60
+    # --settings applies another row; a flag given overrides it.
+    other = _host_parser().parse_args(
+        ["eval", "shapes-gen", "--out", "o", "--settings", "geneval", "--steps", "5"]
+    )
+    built = shapes_gen.COMMAND.build(other)
+    assert (built.num_inference_steps, built.time_shift, built.images_per_prompt) == (5, 1.0, 4)
+    off = _host_parser().parse_args(["eval", "shapes-edit", "--out", "o", "--no-guidance"])
+    assert shapes_edit.COMMAND.build(off).guidance_scale is None
 
 
 def test_parser_rejects_missing_pieces(capsys):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from pathlib import Path
 
 from cheers.cli import flags
-from cheers.cli.output import output_paths, save_png, slugify
+from cheers.cli.output import ensure_folder, output_paths, save_png, slugify
 from cheers.errors import CheersError
 from cheers.samplers import DEFAULTS
 
@@ -36,6 +38,12 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         "a folder for the images, named NN-prompt-words.png (existing files of the same name "
         "are replaced), or a .png file name when one image is made",
     )
+    p.add_argument(
+        "--gate-maps",
+        metavar="DIR",
+        help="also record the gate value of every image token at every step and write "
+        "DIR/gates.png (a heat-map strip) and DIR/gates.safetensors (see docs/evaluation.md)",
+    )
     flags.add_image_flags(p, steps=DEFAULTS.num_inference_steps)
     flags.add_model_flags(p)
 
@@ -49,17 +57,30 @@ def run(args: argparse.Namespace) -> int:
         for i, prompt in enumerate(p for p in args.prompts for _ in range(args.num_images))
     ]
     paths = output_paths(args.out, names)
+    gate_dir = ensure_folder(Path(args.gate_maps)) if args.gate_maps else None
     pipe = flags.pipeline(args)
-    images = pipe.text_to_image(
-        args.prompts,
-        num_inference_steps=args.steps,
-        guidance_scale=flags.guidance(args),
-        time_shift=args.shift,
-        sampler=args.sampler,
-        num_images_per_prompt=args.num_images,
-        generator=flags.seed(args),
-        progress=not args.no_progress,
-    ).images
+    # Only --gate-maps needs the recorder (forward hooks on the gate; cheers.evaluation.gates).
+    recorder = None
+    if gate_dir is not None:
+        from cheers.evaluation.gates import GateRecorder
+
+        recorder = GateRecorder(pipe)
+    with recorder or contextlib.nullcontext():
+        images = pipe.text_to_image(
+            args.prompts,
+            num_inference_steps=args.steps,
+            guidance_scale=flags.guidance(args),
+            time_shift=args.shift,
+            sampler=args.sampler,
+            num_images_per_prompt=args.num_images,
+            generator=flags.seed(args),
+            progress=not args.no_progress,
+        ).images
     for image, path in zip(images, paths, strict=True):
         print(save_png(image, path))
+    if recorder is not None and gate_dir is not None:
+        from cheers.evaluation.gates import write_gate_maps
+
+        for path in write_gate_maps(recorder.maps(images=len(images)), gate_dir, images):
+            print(path)
     return 0
