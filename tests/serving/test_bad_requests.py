@@ -190,6 +190,16 @@ CASES = [
         "larger than",
     ),
     (
+        "oversized chunked body",  # no Content-Length: counted while it is read
+        CHAT,
+        {
+            "content": (b"x" * 512 * 1024 for _ in range(5)),
+            "headers": {"content-type": "application/json"},
+        },
+        413,
+        "larger than",
+    ),
+    (
         "wrong content type",
         CHAT,
         {"content": b"hello", "headers": {"content-type": "text/plain"}},

@@ -97,3 +97,25 @@ def test_shutdown_finishes_running_and_queued_requests(gated):
     assert answer.json()["usage"]["completion_tokens"] == 3
     server.thread.join(30)
     assert not server.thread.is_alive()
+
+
+def test_a_full_queue_answers_429_and_the_others_are_still_served(pipe):
+    pipeline = GatedPipeline(pipe)
+    config = ServerConfig(admission_window_s=0.0, max_queue=1)
+    server = LiveServer(create_app(pipeline, config)).start()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            running = pool.submit(generate, server.url, "a red circle")
+            assert pipeline.entered.wait(30)
+            queued = pool.submit(generate, server.url, "a blue square")
+            wait_until(lambda: server.batcher.queued == 1, "the second request queued")
+            refused = generate(server.url, "a green triangle")
+            pipeline.gate.set()
+            assert running.result().status_code == queued.result().status_code == 200
+    finally:
+        pipeline.gate.set()
+        server.stop()
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["code"] == "queue_full" and "queue is full" in error["message"]
+    assert pipeline.calls == [["a red circle"], ["a blue square"]]

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from cheers.serving.batching import END_OF_EVENTS, Batcher, Job
+from cheers.serving.batching import Batcher, Job
 from cheers.serving.config import ServerConfig
 from cheers.serving.errors import APIError, validation_message
 
@@ -151,7 +151,3 @@ async def _disconnected(request: Request) -> None:
     """Returns when the client disconnects (the body has been read: only that can come)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
-
-
-def stream_finished(event: Any) -> bool:
-    return event is END_OF_EVENTS
