@@ -448,7 +448,7 @@ def _sub_config_from_dict(kind: type, key: str, value: Any) -> Any:
         elif isinstance(default, float) and (
             isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item)
         ):
-            raise ConfigError(f"{key}.{f.name} must be a finite number, got {item!r}")
+            raise ConfigError(f"{key}.{f.name} must be a number, not NaN or infinity, got {item!r}")
         elif isinstance(default, bool) and not isinstance(item, bool):
             raise ConfigError(f"{key}.{f.name} must be true or false, got {item!r}")
         elif isinstance(default, str) and not isinstance(item, str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cheers.cli import flags
-from cheers.cli.output import output_paths, save_png, slugify
+from cheers.cli.output import output_paths, save_image, slugify
 from cheers.errors import CheersError
 from cheers.samplers import DEFAULTS
 
@@ -34,7 +34,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         p,
         "outputs",
         "a folder for the images, named NN-prompt-words.png (existing files of the same name "
-        "are replaced), or a .png file name when one image is made",
+        "are replaced), or one file name when one image is made (.png; .jpg, .webp, .bmp "
+        "and .tif are written in their format)",
     )
     flags.add_image_flags(p, steps=DEFAULTS.num_inference_steps)
     flags.add_model_flags(p)
@@ -61,5 +62,5 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     ).images
     for image, path in zip(images, paths, strict=True):
-        print(save_png(image, path))
+        print(save_image(image, path))
     return 0
