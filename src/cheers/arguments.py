@@ -118,7 +118,12 @@ def check_callable(value: Any, name: str) -> None:
         raise CheersError(f"{name} must be a function (or None), got {value!r}")
 
 
+#: More denoising steps than this only cost time (the authors use 80); a bigger number is a typo.
+MAX_STEPS = 10_000
+
+
 def check_sampling(
+    num_inference_steps: Any,
     guidance_scale: Any,
     time_shift: Any,
     sampler: Any,
@@ -130,6 +135,13 @@ def check_sampling(
     A bad value here would otherwise surface after the whole denoising loop, as NaN images
     blamed on the weights (a zero or infinite time shift) or as a TypeError from deep inside.
     """
+    if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool):
+        raise SamplerError(f"num_inference_steps must be an integer, got {num_inference_steps!r}")
+    if not 2 <= num_inference_steps <= MAX_STEPS:
+        raise SamplerError(
+            f"num_inference_steps must be in [2, {MAX_STEPS}], got {num_inference_steps} (the "
+            "authors use 80)"
+        )
     check_number(guidance_scale, "guidance_scale", low=0.0, allow_none=True)
     check_number(time_shift, "time_shift")
     if not time_shift > 0:

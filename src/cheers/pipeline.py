@@ -169,6 +169,7 @@ class CheersPipeline:
         prompts = as_list(prompt, "prompt")
         check_positive(num_images_per_prompt, "num_images_per_prompt")
         check_sampling(
+            num_inference_steps,
             guidance_scale,
             time_shift,
             sampler,
@@ -264,6 +265,7 @@ class CheersPipeline:
         if any(len(group) != 1 for group in images):
             raise CheersError("edit() takes exactly one source image per instruction")
         check_sampling(
+            num_inference_steps,
             guidance_scale,
             time_shift,
             sampler,
