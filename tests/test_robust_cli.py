@@ -154,3 +154,34 @@ def test_ask_with_too_large_max_new_tokens_says_how_much_room_is_left(capsys, ph
                        "--max-new-tokens", "256", *FLAGS)  # fmt: skip
     assert code == 2
     assert "tokens are left" in err and "Traceback" not in err
+
+
+# -- refused before the model loads --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["generate", "a", "--seed", str(2**64)], "--seed must be in [0, 2**64)"),
+        (["ask", "{photo}", "-q", "what?", "--seed", "-1"], "--seed must be in [0, 2**64)"),
+        (["chat", "hi", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+        (["generate", "a", "--shift", "0"], "--shift must be a positive number"),
+        (["ask", "{tmp}/anim.gif", "-q", "what?"], "has 2 frames"),
+    ],
+)
+def test_bad_flags_are_refused_before_the_model_loads(capsys, monkeypatch, tmp_path, photo, argv,
+                                                      fragment):  # fmt: skip
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad flag was caught")
+
+    monkeypatch.setattr(loading, "load_pipeline", refuse)
+    first, second = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    first.save(tmp_path / "anim.gif", save_all=True, append_images=[second])
+    argv = [a.replace("{photo}", str(photo)).replace("{tmp}", str(tmp_path)) for a in argv]
+    code, _, err = run(capsys, *argv, *FLAGS)
+    assert code == 2 and fragment in err and "Traceback" not in err
+
+
+def test_chat_with_an_empty_prompt_is_an_error_not_an_empty_answer(capsys):
+    code, out, err = run(capsys, "chat", "  ", *FLAGS)
+    assert code == 2 and out == "" and "empty prompt" in err

@@ -67,6 +67,12 @@ def add_seed_flag(parser: Flags, help_text: str) -> None:
     parser.add_argument("--seed", type=int, metavar="N", help=help_text)
 
 
+def check_seed(args: argparse.Namespace) -> None:
+    """A given --seed must fit a generator (checked before the model loads)."""
+    if args.seed is not None and not 0 <= args.seed < 2**64:
+        raise CheersError(f"--seed must be in [0, 2**64), got {args.seed}; pass a smaller number")
+
+
 def seed(args: argparse.Namespace) -> int:
     """The seed to use; a drawn one is reported so that a good result can be made again."""
     if args.seed is not None:
@@ -125,6 +131,7 @@ def add_image_flags(parser: argparse.ArgumentParser, steps: int) -> None:
 
 
 def check_image_flags(args: argparse.Namespace) -> None:
+    check_seed(args)
     if args.steps < 2:
         raise CheersError(f"--steps must be at least 2, got {args.steps}")
     if not (math.isfinite(args.guidance) and args.guidance >= 0):
@@ -170,6 +177,7 @@ def add_text_flags(parser: argparse.ArgumentParser, seed_help: str) -> None:
 
 
 def check_text_flags(args: argparse.Namespace) -> None:
+    check_seed(args)
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise CheersError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
