@@ -56,6 +56,8 @@ SAMPLING = {
     "interval order": (lambda p: p("a", guidance_interval=(0.9, 0.1)), "guidance_interval"),
     "callback": (lambda p: p("a", callback=3), "callback must be a function"),
     "step-end callback": (lambda p: p("a", callback_on_step_end="x"), "callback_on_step_end"),
+    "step cache": (lambda p: p("a", step_cache=3), "step_cache must be"),
+    "steps huge": (lambda p: p("a", num_inference_steps=10**20), "[2, 10000]"),
     "steps 2.5": (lambda p: p("a", num_inference_steps=2.5), "num_inference_steps"),
     "steps '4'": (lambda p: p("a", num_inference_steps="4"), "num_inference_steps"),
     "latents nan": (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +19,7 @@ from cheers.errors import (
     SamplerError,
 )
 from cheers.image import ImageInput
+from cheers.samplers import FlowMatchSampler, StepCache
 
 GeneratorLike = torch.Generator | int | None
 Generators = GeneratorLike | Sequence[torch.Generator | int]
@@ -129,6 +130,7 @@ def check_sampling(
     sampler: Any,
     guidance_interval: Any,
     callbacks: dict[str, Any],
+    step_cache: Any = None,
 ) -> None:
     """The image-sampling arguments of text_to_image and edit, before any model work.
 
@@ -149,13 +151,10 @@ def check_sampling(
             f"time_shift must be > 0 (1 = uniform grid, below 1 = more steps near noise), "
             f"got {time_shift!r}"
         )
-    if sampler is not None and not isinstance(sampler, str):
-        from cheers.samplers import FlowMatchSampler
-
-        if not isinstance(sampler, FlowMatchSampler):
-            raise SamplerError(
-                f"sampler must be a sampler name (a str) or a FlowMatchSampler, got {sampler!r}"
-            )
+    if sampler is not None and not isinstance(sampler, str | FlowMatchSampler):
+        raise SamplerError(
+            f"sampler must be a sampler name (a str) or a FlowMatchSampler, got {sampler!r}"
+        )
     if guidance_interval is not None:
         ok = isinstance(guidance_interval, tuple | list) and len(guidance_interval) == 2
         for bound in guidance_interval if ok else ():
@@ -167,12 +166,52 @@ def check_sampling(
             )
     for name, value in callbacks.items():
         check_callable(value, name)
+    if step_cache is not None and not isinstance(step_cache, StepCache):
+        raise SamplerError(
+            f"step_cache must be a cheers.samplers.StepCache (or None), got {step_cache!r}"
+        )
 
 
-def check_max_new_tokens(value: Any) -> None:
-    """None (as many as fit, up to :data:`MAX_NEW_TOKENS`) or a positive integer."""
-    if value is not None:
-        check_positive(value, "max_new_tokens")
+def check_decoding(max_new_tokens: Any, temperature: Any, top_p: Any, stream: Any) -> None:
+    """The text-generation arguments of understand and chat, before any model work.
+
+    ``max_new_tokens`` is None (as many as fit, up to :data:`MAX_NEW_TOKENS`) or a positive int.
+    """
+    if max_new_tokens is not None:
+        check_positive(max_new_tokens, "max_new_tokens")
+    check_number(temperature, "temperature", low=0.0)
+    check_number(top_p, "top_p")
+    if not 0.0 < top_p <= 1.0:
+        raise CheersError(f"top_p must be in (0, 1], got {top_p}")
+    check_callable(stream, "stream")
+
+
+def check_messages(messages: Any) -> None:
+    """What chat() takes: a non-empty prompt, a list of messages, or a list of either.
+
+    The messages themselves are checked by the chat template; here, the cases it would accept
+    but that ask nothing (an empty prompt or an empty last user message: an empty answer).
+    """
+    if isinstance(messages, str):
+        if not messages.strip():
+            raise PromptError("chat() got an empty prompt; pass some text")
+        return
+    if isinstance(messages, Sequence) and not messages:
+        raise PromptError("chat() got no messages; pass a prompt or a list of messages")
+    if not isinstance(messages, Sequence):
+        raise PromptError(
+            f"chat() takes a prompt (str), a list of messages or a list of either, got {messages!r}"
+        )
+    single = isinstance(messages[0], Mapping)
+    for conv in [messages] if single else messages:
+        if isinstance(conv, str):
+            check_messages(conv)
+            continue
+        last = conv[-1] if isinstance(conv, Sequence) and conv else None
+        if isinstance(last, Mapping) and last.get("role") == "user":
+            content = last.get("content")
+            if isinstance(content, str) and not content.strip():
+                raise PromptError("chat() got an empty last user message; pass some text")
 
 
 #: Tokens an answer may take when ``max_new_tokens`` is left out (fewer if the context is full).

@@ -29,9 +29,9 @@ from cheers.arguments import (
     StepEndCallback,
     as_image_list,
     as_list,
-    check_callable,
+    check_decoding,
     check_finite,
-    check_max_new_tokens,
+    check_messages,
     check_number,
     check_output_type,
     check_positive,
@@ -175,6 +175,7 @@ class CheersPipeline:
             sampler,
             guidance_interval,
             {"callback": callback, "callback_on_step_end": callback_on_step_end},
+            step_cache,
         )
         check_output_type(output_type)
         n_rows = len(prompts) * num_images_per_prompt
@@ -271,6 +272,7 @@ class CheersPipeline:
             sampler,
             guidance_interval,
             {"callback": callback, "callback_on_step_end": callback_on_step_end},
+            step_cache,
         )
         check_number(strength, "strength")
         if not 0.0 < strength <= 1.0:
@@ -333,6 +335,7 @@ class CheersPipeline:
         ``temperature`` 0 is greedy decoding; otherwise temperature + top-p sampling.
         ``stream`` receives, after every decoded token, the new text of each answer.
         """
+        check_decoding(max_new_tokens, temperature, top_p, stream)
         single = isinstance(question, str)
         questions = as_list(question, "question")
         groups = [as_image_list(images)] if single else match_images(images, len(questions))
@@ -374,32 +377,20 @@ class CheersPipeline:
         in :meth:`understand`. :class:`cheers.conversation.Conversation` keeps a conversation
         within the context by dropping its oldest turns.
         """
-        if isinstance(messages, str) and not messages.strip():
-            raise PromptError("chat() got an empty prompt; pass some text")
-        if not isinstance(messages, str | Sequence):
-            raise PromptError(
-                f"chat() takes a prompt (str), a list of messages or a list of either, got "
-                f"{type(messages).__name__}"
-            )
+        check_messages(messages)
+        check_decoding(max_new_tokens, temperature, top_p, stream)
         single = isinstance(messages, str) or (
             isinstance(messages, Sequence)
             and len(messages) > 0
             and isinstance(messages[0], Mapping)
         )
         conversations = [messages] if single else list(messages)
-        if not conversations:
-            raise PromptError("chat() got no messages; pass a prompt or a list of messages")
         gen = to_generator(generator, self.device)
         dummy = self._dummy_tokens(len(conversations), dummy_image, [gen])
         requests = []
         for i, conv in enumerate(conversations):
             if isinstance(conv, str):
                 conv = [{"role": "user", "content": conv}]
-            last = conv[-1] if isinstance(conv, Sequence) and conv else None
-            if isinstance(last, Mapping) and last.get("role") == "user":
-                content = last.get("content")
-                if isinstance(content, str) and not content.strip():
-                    raise PromptError("chat() got an empty last user message; pass some text")
             ids = self._chat_ids(conv)
             requests.append((ids, [], None if dummy is None else dummy[i]))
         answers = self._generate_text(requests, max_new_tokens, temperature, top_p, gen, stream)
@@ -591,12 +582,6 @@ class CheersPipeline:
     def _generate_text(
         self, requests, max_new_tokens, temperature, top_p, generator, stream=None
     ) -> list[str]:
-        check_max_new_tokens(max_new_tokens)
-        check_callable(stream, "stream")
-        check_number(temperature, "temperature", low=0.0)
-        check_number(top_p, "top_p")
-        if not 0.0 < top_p <= 1.0:
-            raise CheersError(f"top_p must be in (0, 1], got {top_p}")
         gen = to_generator(generator, self.device)
         ids, images, prefixes = zip(*requests, strict=True)
         batch = left_pad(self._sequences(ids, images, prefixes))
