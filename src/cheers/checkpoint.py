@@ -41,14 +41,20 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise CheckpointError(
+                f"dtype {dtype} is not a floating-point type; use torch.float32, bfloat16 or "
+                "float16 (int8 weights: cheers.transforms.quantize)"
+            )
         return dtype
-    if dtype not in _DTYPES:
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
         raise CheckpointError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
     return _DTYPES[dtype]
 
 
 def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
     """A local folder, or a Hub repository id (``ai9stars/Cheers``) downloaded when online."""
+    check_path(name_or_path, "the model folder")
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -80,6 +86,38 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
         f"model folder {str(name_or_path)!r} does not exist; pass a folder holding config.json "
         "and model.safetensors (or a sharded *.safetensors.index.json)"
     )
+
+
+def check_path(value: object, what: str) -> None:
+    """Raise :class:`CheckpointError` unless ``value`` is a non-empty path (str or PathLike)."""
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise CheckpointError(
+            f"{what} must be a path (a str or pathlib.Path), got {value!r}; pass the folder "
+            "that holds config.json and the weights"
+        )
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device that exists on this machine (default: the CPU)."""
+    try:
+        resolved = torch.device(device or "cpu")
+    except (RuntimeError, TypeError) as err:
+        raise CheckpointError(
+            f"device {device!r} is not a device name; use 'cpu', 'cuda', 'cuda:1' or 'mps'"
+        ) from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(
+            f"device {device!r} asks for a GPU but CUDA is not available here (no GPU, or a "
+            "CPU-only PyTorch); use device='cpu'"
+        )
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise CheckpointError(
+            f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
+            "GPU(s), numbered from 0"
+        )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise CheckpointError(f"device {device!r} is not available here; use device='cpu'")
+    return resolved
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -204,7 +242,7 @@ def load_model(
     """
     folder = resolve_model_path(name_or_path)
     config = CheersConfig.from_json(folder)
-    device = torch.device(device or "cpu")
+    device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     files = weight_files(folder)
     tied = config.text_config.tie_word_embeddings
@@ -252,6 +290,16 @@ def save_state(
     max_shard_bytes: int | None = None,
 ) -> Path:
     """:func:`save_model` for a state dict (e.g. one gathered from a sharded training run)."""
+    check_path(folder, "the folder to save to")
+    if max_shard_bytes is not None and (
+        not isinstance(max_shard_bytes, int)
+        or isinstance(max_shard_bytes, bool)
+        or max_shard_bytes < 1
+    ):
+        raise CheckpointError(
+            f"max_shard_bytes must be a positive int (e.g. 5 * 2**30) or None, got "
+            f"{max_shard_bytes!r}"
+        )
     folder = Path(folder)
     ensure_folder(folder)  # a clear error for a file path, before the (slow) copy below
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}

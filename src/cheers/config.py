@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,6 +303,7 @@ class CheersConfig:
             problems.append("attention head dimensions must be even for RoPE")
         if self.semantic_head_layers < 1 or self.detail_head_layers < 1:
             problems.append("semantic_head_layers and detail_head_layers must be at least 1")
+        problems += _value_problems(self)
         if text.use_sliding_window:
             problems.append(
                 "text_config.use_sliding_window is true, but Cheers uses full attention; "
@@ -334,6 +337,8 @@ class CheersConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> CheersConfig:
         """Read a released-format ``config.json`` (a file, or a folder holding one)."""
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise ConfigError(f"the config path must be a str or pathlib.Path, got {path!r}")
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
@@ -344,8 +349,12 @@ class CheersConfig:
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path} is not valid JSON ({err}); fix or re-download it") from err
+        except OSError as err:
+            raise ConfigError(
+                f"cannot read {path} ({err.strerror or err}); check its permissions"
+            ) from err
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -379,6 +388,43 @@ class CheersConfig:
 
 
 _MAY_BE_ZERO = {"num_res_blocks", "max_window_layers", "sliding_window"}
+# Activations the modules implement (modules/language.py, modules/vision.py).
+_TEXT_ACTIVATIONS = ("silu",)
+_VISION_ACTIVATIONS = ("gelu_pytorch_tanh", "gelu")
+
+
+def _value_problems(config: CheersConfig) -> list[str]:
+    """Field values the modules cannot honour (caught here, not as a ValueError at build)."""
+    vit, text = config.vision_representation_config, config.text_config
+    problems = []
+    if text.hidden_act not in _TEXT_ACTIVATIONS:
+        problems.append(
+            f"text_config.hidden_act {text.hidden_act!r} is not one of {_TEXT_ACTIVATIONS}"
+        )
+    if vit.hidden_act not in _VISION_ACTIVATIONS:
+        problems.append(
+            f"vision_representation_config.hidden_act {vit.hidden_act!r} is not one of "
+            f"{_VISION_ACTIVATIONS}"
+        )
+    if text.rope_scaling is not None:
+        problems.append(
+            f"text_config.rope_scaling is {text.rope_scaling!r}, but Cheers implements plain "
+            "RoPE only (it would be ignored, changing the model); set it to null"
+        )
+    for name, value in (
+        ("text_config.rms_norm_eps", text.rms_norm_eps),
+        ("text_config.rope_theta", text.rope_theta),
+        ("vision_representation_config.layer_norm_eps", vit.layer_norm_eps),
+    ):
+        if not value > 0:
+            problems.append(f"{name} must be > 0, got {value!r}")
+    for name, value in (
+        ("text_config.attention_dropout", text.attention_dropout),
+        ("vision_representation_config.attention_dropout", vit.attention_dropout),
+    ):
+        if not 0 <= value < 1:
+            problems.append(f"{name} must be in [0, 1), got {value!r}")
+    return problems
 
 
 def _sub_config_from_dict(kind: type, key: str, value: Any) -> Any:
@@ -399,8 +445,14 @@ def _sub_config_from_dict(kind: type, key: str, value: Any) -> Any:
             item = tuple(item)
         elif _is_int(default) and not _is_int(item):
             raise ConfigError(f"{key}.{f.name} must be an integer, got {item!r}")
-        elif isinstance(default, float) and not isinstance(item, int | float):
-            raise ConfigError(f"{key}.{f.name} must be a number, got {item!r}")
+        elif isinstance(default, float) and (
+            isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item)
+        ):
+            raise ConfigError(f"{key}.{f.name} must be a number, not NaN or infinity, got {item!r}")
+        elif isinstance(default, bool) and not isinstance(item, bool):
+            raise ConfigError(f"{key}.{f.name} must be true or false, got {item!r}")
+        elif isinstance(default, str) and not isinstance(item, str):
+            raise ConfigError(f"{key}.{f.name} must be a string, got {item!r}")
         elif _is_int(default) and (item < 0 or (item == 0 and f.name not in _MAY_BE_ZERO)):
             raise ConfigError(f"{key}.{f.name} must be positive, got {item!r}")
         kwargs[f.name] = item

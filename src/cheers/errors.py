@@ -27,9 +27,17 @@ class PromptError(CheersError):
     """A prompt is malformed or longer than the model's context."""
 
 
+class ContextLengthError(PromptError):
+    """A request does not fit the model's context; the message says how much room is left."""
+
+
 class DataError(CheersError):
     """A training sample or data file is malformed; the message names the file and line."""
 
 
 class SamplerError(CheersError):
     """A sampler name, its settings or a sampling option is invalid."""
+
+
+class NumericalError(CheersError):
+    """The model computed NaN or infinity: broken weights or a dtype that overflows."""

@@ -43,6 +43,9 @@ DUMMY_IMAGE_SIZE = 256
 
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# Formats whose extra frames are not other pictures: MPO (phone JPEGs) stores previews or depth
+# after the primary image, PSD stores the layers after the flattened composite (frame 0).
+_FIRST_FRAME_IS_THE_IMAGE = frozenset({"MPO", "PSD"})
 
 
 def load_image(image: ImageInput) -> Image.Image:
@@ -50,10 +53,13 @@ def load_image(image: ImageInput) -> Image.Image:
 
     Accepts a file path, a PIL image, or a ``uint8`` numpy array of shape ``H×W``, ``H×W×1``,
     ``H×W×3`` or ``H×W×4`` (channels last). Grey, palette, CMYK, 16-bit and float images are
-    converted to RGB; images with transparency are composited over white. Anything that cannot
-    be turned into a meaningful RGB image raises :class:`~cheers.errors.ImageError`.
+    converted to RGB; images with transparency are composited over white. An animation or a
+    multi-page file (GIF, APNG, WebP, TIFF) is refused rather than read as its first frame.
+    Anything that cannot be turned into a meaningful RGB image raises
+    :class:`~cheers.errors.ImageError`.
     """
     if isinstance(image, Image.Image):
+        _check_one_frame(image, "The image")
         return _to_rgb(image, "The image")
     if isinstance(image, np.ndarray):
         return _to_rgb(_from_array(image), "The image array")
@@ -212,9 +218,12 @@ def _open(source: str | os.PathLike) -> Image.Image:
             # Decode now, inside the try, so a truncated or corrupt file fails here with a clear
             # error instead of later (PIL opens lazily and only parses the header).
             opened.load()
+            _check_one_frame(opened, f"Image file {name!r}")
             # Camera photos are often stored sideways with an EXIF orientation tag that every
             # viewer honours; without it the model would see the picture rotated.
             return ImageOps.exif_transpose(opened)
+    except ImageError:
+        raise
     except UnidentifiedImageError as exc:
         raise ImageError(
             f"Image file {name!r} is not in an image format PIL can read (or its header is "
@@ -228,6 +237,18 @@ def _open(source: str | os.PathLike) -> Image.Image:
             f"Image file {name!r} could not be decoded ({type(exc).__name__}: {exc}); it is "
             "probably truncated or corrupt. Re-export or re-download it."
         ) from exc
+
+
+def _check_one_frame(image: Image.Image, what: str) -> None:
+    # Silently taking frame 0 of an animation would answer about (or edit) a picture the user
+    # may never have looked at; which frame is meant is theirs to say.
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format not in _FIRST_FRAME_IS_THE_IMAGE:
+        raise ImageError(
+            f"{what} has {frames} frames (an animation or a multi-page {image.format or 'image'})"
+            "; Cheers reads one picture. Save the frame you mean as a PNG and pass that (with "
+            "PIL: im.seek(k); im.convert('RGB').save('frame.png'))."
+        )
 
 
 def _from_array(array: np.ndarray) -> Image.Image:

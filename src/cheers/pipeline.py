@@ -29,15 +29,20 @@ from cheers.arguments import (
     StepEndCallback,
     as_image_list,
     as_list,
+    check_decoding,
+    check_finite,
+    check_messages,
     check_number,
     check_output_type,
     check_positive,
+    check_sampling,
     match_images,
+    new_token_room,
     to_generator,
     to_generators,
 )
 from cheers.checkpoint import load_model, resolve_model_path, save_model
-from cheers.errors import CheersError, PromptError
+from cheers.errors import CheersError, ContextLengthError, PromptError
 from cheers.generation import DecodeState, decode_text, prefill, sample_latents
 from cheers.image import (
     ImageInput,
@@ -164,6 +169,15 @@ class CheersPipeline:
         """
         prompts = as_list(prompt, "prompt")
         check_positive(num_images_per_prompt, "num_images_per_prompt")
+        check_sampling(
+            num_inference_steps,
+            guidance_scale,
+            time_shift,
+            sampler,
+            guidance_interval,
+            {"callback": callback, "callback_on_step_end": callback_on_step_end},
+            step_cache,
+        )
         check_output_type(output_type)
         n_rows = len(prompts) * num_images_per_prompt
         gens = to_generators(generator, n_rows)
@@ -252,6 +266,16 @@ class CheersPipeline:
         images = match_images(image, len(instructions))
         if any(len(group) != 1 for group in images):
             raise CheersError("edit() takes exactly one source image per instruction")
+        check_sampling(
+            num_inference_steps,
+            guidance_scale,
+            time_shift,
+            sampler,
+            guidance_interval,
+            {"callback": callback, "callback_on_step_end": callback_on_step_end},
+            step_cache,
+        )
+        check_number(strength, "strength")
         if not 0.0 < strength <= 1.0:
             raise CheersError(f"strength must be in (0, 1], got {strength}")
         check_output_type(output_type)
@@ -296,7 +320,7 @@ class CheersPipeline:
         images: ImageInput | Sequence[ImageInput] | Sequence[Sequence[ImageInput]],
         question: str | Sequence[str],
         *,
-        max_new_tokens: int = 256,
+        max_new_tokens: int | None = None,
         temperature: float = 0.0,
         top_p: float = 1.0,
         generator: GeneratorLike = None,
@@ -306,12 +330,21 @@ class CheersPipeline:
 
         One question (a str) with one image or a list of images returns a str; a list of
         questions with one image (or list of images) per question returns a list of str.
+        ``max_new_tokens`` caps the answer's length; left out, an answer may take up to 256
+        tokens, fewer when the prompt leaves less of the context (a given value is reserved in
+        full, and an error says how much room is left if it does not fit).
         ``temperature`` 0 is greedy decoding; otherwise temperature + top-p sampling.
         ``stream`` receives, after every decoded token, the new text of each answer.
         """
+        check_decoding(max_new_tokens, temperature, top_p, stream)
         single = isinstance(question, str)
         questions = as_list(question, "question")
         groups = [as_image_list(images)] if single else match_images(images, len(questions))
+        if any(not group for group in groups):
+            raise PromptError(
+                "understand() needs at least one image per question; pass an image, or use "
+                "chat() for a text-only question"
+            )
         flat = [im for group in groups for im in group]
         tokens = self.model.understanding_tokens(self._pixels(flat)) if flat else None
         requests, k = [], 0
@@ -331,7 +364,7 @@ class CheersPipeline:
         self,
         messages: str | Messages | Sequence[str | Messages],
         *,
-        max_new_tokens: int = 256,
+        max_new_tokens: int | None = None,
         temperature: float = 0.0,
         top_p: float = 1.0,
         generator: GeneratorLike = None,
@@ -341,18 +374,18 @@ class CheersPipeline:
         """Text-only conversation: a prompt, a list of messages, or a list of either (batch).
 
         As in the reference, a random dummy image is encoded in front of the text;
-        ``dummy_image`` works as in :meth:`text_to_image`; ``stream`` as in :meth:`understand`.
+        ``dummy_image`` works as in :meth:`text_to_image`; ``max_new_tokens`` and ``stream`` as
+        in :meth:`understand`. :class:`cheers.conversation.Conversation` keeps a conversation
+        within the context by dropping its oldest turns.
         """
-        if isinstance(messages, str) and not messages.strip():
-            raise PromptError("chat() got an empty prompt; pass some text")
+        check_messages(messages)
+        check_decoding(max_new_tokens, temperature, top_p, stream)
         single = isinstance(messages, str) or (
             isinstance(messages, Sequence)
             and len(messages) > 0
             and isinstance(messages[0], Mapping)
         )
         conversations = [messages] if single else list(messages)
-        if not conversations:
-            raise PromptError("chat() got no messages; pass a prompt or a list of messages")
         gen = to_generator(generator, self.device)
         dummy = self._dummy_tokens(len(conversations), dummy_image, [gen])
         requests = []
@@ -487,6 +520,10 @@ class CheersPipeline:
                     f"latents have shape {tuple(latents.shape)} but this request needs {shape} "
                     "(images × latent channels × grid × grid)"
                 )
+            if not bool(torch.isfinite(latents).all()):
+                raise CheersError(
+                    "latents contain NaN or infinity; pass finite noise (e.g. torch.randn)"
+                )
             return latents.to(self.device, torch.float32)
         if len(generators) == n and n > 1:  # one generator per image
             return torch.cat([self._initial_noise(1, None, [g]) for g in generators])
@@ -506,7 +543,7 @@ class CheersPipeline:
     def _check_context(self, length: int, room: int) -> None:
         limit = self.model.config.text_config.max_position_embeddings
         if length + room > limit:
-            raise PromptError(
+            raise ContextLengthError(
                 f"the request needs {length + room} positions ({length} for the prompt and images, "
                 f"{room} to generate) but the model's context is {limit}; shorten the prompt, use "
                 "fewer images or lower max_new_tokens"
@@ -519,7 +556,13 @@ class CheersPipeline:
 
         def hook(step: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
             out = callback_on_step_end(self, step, t, {"latents": x})
-            return out.get("latents") if isinstance(out, Mapping) else None
+            latents = out.get("latents") if isinstance(out, Mapping) else None
+            if latents is not None and not isinstance(latents, torch.Tensor):
+                raise CheersError(
+                    f"callback_on_step_end returned latents of type {type(latents).__name__}; "
+                    "return {'latents': tensor} with a tensor of the latents' shape, or None"
+                )
+            return latents
 
         return hook
 
@@ -546,6 +589,7 @@ class CheersPipeline:
         p = self.model.tokens_per_image
         self._check_context(int(batch.lengths.max()), p)
         prefix = prefill(self.model, batch, room=p)
+        check_finite(prefix.hidden[:, -1], "the prompt's hidden states")
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -559,17 +603,21 @@ class CheersPipeline:
                 callback(k, n)
 
         try:
-            return sample_latents(
+            x = sample_latents(
                 self.model, prefix, x, sampler, guidance_scale, callback=step, **options
             )
         finally:
             if bar is not None:
                 bar.close()
+        check_finite(x, "the image latents")
+        return x
 
     def _output(self, x: torch.Tensor, output_type: str) -> ImagePipelineOutput:
         if output_type == "latent":
             return ImagePipelineOutput(x, x)
-        images = self.model.decode_latent(x).float().clamp(0, 1)
+        decoded = self.model.decode_latent(x).float()
+        check_finite(decoded, "the decoded images")
+        images = decoded.clamp(0, 1)
         if output_type == "pil":
             return ImagePipelineOutput(to_pil_list(images), x)
         if output_type == "np":
@@ -603,16 +651,13 @@ class CheersPipeline:
     def _generate_text(
         self, requests, max_new_tokens, temperature, top_p, generator, stream=None
     ) -> list[str]:
-        check_positive(max_new_tokens, "max_new_tokens")
-        check_number(temperature, "temperature", low=0.0)
-        check_number(top_p, "top_p")
-        if not 0.0 < top_p <= 1.0:
-            raise CheersError(f"top_p must be in (0, 1], got {top_p}")
         gen = to_generator(generator, self.device)
         ids, images, prefixes = zip(*requests, strict=True)
         batch = left_pad(self._sequences(ids, images, prefixes))
-        self._check_context(int(batch.lengths.max()), max_new_tokens)
+        context = self.model.config.text_config.max_position_embeddings
+        max_new_tokens = new_token_room(int(batch.lengths.max()), max_new_tokens, context)
         prefix = prefill(self.model, batch, room=max_new_tokens)
+        check_finite(prefix.hidden[:, -1], "the prompt's hidden states")
         out = decode_text(
             self.model,
             prefix.cache,

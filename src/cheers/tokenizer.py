@@ -16,6 +16,8 @@ for the template itself. Otherwise a prompt could close its own turn and open an
 from __future__ import annotations
 
 import json
+import operator
+import os
 import re
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -244,6 +246,7 @@ class CheersTokenizer:
         added tokens of ``tokenizer_config.json``. The five Cheers tokens are appended when the
         files lack them, and their ids are checked.
         """
+        _check_folder_arg(path, "from_folder()")
         folder = Path(path)
         if not folder.is_dir():
             raise CheckpointError(
@@ -304,6 +307,14 @@ class CheersTokenizer:
             raise PromptError(
                 f"encode() takes a str, got {type(text).__name__}. Pass the prompt text."
             )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PromptError(
+                f"the text holds a lone surrogate ({exc.object[exc.start : exc.end]!r} at "
+                f"{exc.start}), which is not valid Unicode; decode the input with "
+                "errors='replace' or remove that character"
+            ) from exc
         if (
             isinstance(text, ChatText)
             and not isinstance(allowed_special, str)
@@ -364,6 +375,11 @@ class CheersTokenizer:
             ids = ids.tolist()  # type: ignore[union-attr]
         if isinstance(ids, int):
             ids = [ids]
+        if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+            raise PromptError(
+                f"decode() takes a sequence of token ids, got {type(ids).__name__}. Pass a list "
+                "of ints or a 1-D tensor."
+            )
         values: list[int] = []
         for token_id in ids:
             if isinstance(token_id, list):
@@ -371,7 +387,16 @@ class CheersTokenizer:
                     "decode() takes one sequence of ids, got a nested list/batch. Decode each "
                     "row separately."
                 )
-            value = int(token_id)
+            if isinstance(token_id, bool) or not hasattr(type(token_id), "__index__"):
+                raise PromptError(
+                    f"decode() got {token_id!r}, which is not a token id; ids are integers"
+                )
+            value = operator.index(token_id)
+            if value >= 2**32:
+                raise PromptError(
+                    f"decode() got the id {value}, beyond any vocabulary; ids are below "
+                    f"{len(self)} for this tokenizer"
+                )
             if value < 0:
                 raise PromptError(
                     f"decode() got the negative id {value}, a placeholder (-200 marks an image "
@@ -383,11 +408,16 @@ class CheersTokenizer:
 
     def token_to_id(self, token: str) -> int | None:
         """Id of ``token`` (a vocabulary entry or added token), or None if it is unknown."""
+        if not isinstance(token, str):
+            raise PromptError(f"token_to_id() takes a str, got {type(token).__name__}")
         return self._tokenizer.token_to_id(token)
 
     def id_to_token(self, token_id: int) -> str | None:
         """Vocabulary string of ``token_id`` (byte-level form, e.g. ``Ġthe``), or None."""
-        if token_id < 0:
+        if isinstance(token_id, bool) or not hasattr(type(token_id), "__index__"):
+            raise PromptError(f"id_to_token() takes an int id, got {token_id!r}")
+        token_id = operator.index(token_id)
+        if token_id < 0 or token_id >= 2**32:
             return None
         return self._tokenizer.id_to_token(token_id)
 
@@ -508,6 +538,7 @@ class CheersTokenizer:
         (with the Cheers tokens in ``added_tokens_decoder``); :meth:`from_folder` on the result
         encodes identically, from ``tokenizer.json`` or from the other three files.
         """
+        _check_folder_arg(folder, "save()")
         out = Path(folder)
         model = self._tokenizer.model
         if not isinstance(model, models.BPE):
@@ -541,6 +572,13 @@ class CheersTokenizer:
 
     def __repr__(self) -> str:
         return f"CheersTokenizer(vocab={len(self)}, special={self.special})"
+
+
+def _check_folder_arg(folder: object, where: str) -> None:
+    if not isinstance(folder, str | os.PathLike) or not os.fspath(folder):
+        raise CheckpointError(
+            f"CheersTokenizer.{where} takes a folder path (a str or pathlib.Path), got {folder!r}"
+        )
 
 
 def _turn(role: str, content: str) -> list[tuple[bool, str]]:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from cheers.arguments import MAX_NEW_TOKENS
 from cheers.cli import flags
 from cheers.errors import CheersError
 
@@ -49,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def conversation(pipe: CheersPipeline, args: argparse.Namespace) -> int:
-    """The interactive loop: one message per stdin line, the conversation kept between turns."""
+    """The interactive loop: one message per stdin line, the conversation kept between turns.
+
+    When the conversation outgrows the model's context its oldest turns are dropped (and the
+    user is told), so a long session keeps working instead of failing on every later turn.
+    """
+    from cheers.conversation import Conversation
+
     interactive = sys.stdin.isatty()
     if interactive:
         print("chat with Cheers: /reset forgets the conversation, /exit or Ctrl-D quits")
@@ -59,7 +66,12 @@ def conversation(pipe: CheersPipeline, args: argparse.Namespace) -> int:
         import torch
 
         generator = torch.Generator("cpu").manual_seed(args.seed)
-    messages: list[dict[str, str]] = []
+    decoding = flags.decoding(args)
+    chat = Conversation(
+        pipe,
+        max_new_tokens=decoding.pop("max_new_tokens") or MAX_NEW_TOKENS,
+        chat_kwargs={**decoding, "generator": generator},
+    )
     while True:
         if interactive:
             print("> ", end="", flush=True)
@@ -70,18 +82,21 @@ def conversation(pipe: CheersPipeline, args: argparse.Namespace) -> int:
         if text == "/exit":
             break
         if text == "/reset":
-            messages.clear()
+            chat.reset()
             continue
         if not text:
             continue
-        messages.append({"role": "user", "content": text})
         try:
-            answer = pipe.chat(messages, generator=generator, **flags.decoding(args))
+            reply = chat.send(text)
         except CheersError as err:
-            # A too-long conversation must not end the session; the turn is dropped instead.
-            messages.pop()
-            print(f"error: {err}", file=sys.stderr)
+            # The turn is not kept, so the next message starts from the same conversation.
+            print(f"error: {err} (/reset starts a new conversation)", file=sys.stderr)
             continue
-        messages.append({"role": "assistant", "content": answer})
-        print(answer, flush=True)
+        if reply.dropped_turns:
+            print(
+                f"(the oldest {reply.dropped_turns} turn(s) were dropped to fit the model's "
+                "context; /reset starts afresh)",
+                file=sys.stderr,
+            )
+        print(reply.answer, flush=True)
     return 0

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from cheers.cli import flags
-from cheers.cli.output import output_paths, save_png, slugify
+from cheers.cli.output import output_paths, save_image, slugify
 from cheers.errors import CheersError
 from cheers.samplers import DEFAULTS
 
@@ -38,8 +38,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     flags.add_out_flag(
         p,
         "outputs",
-        "a .png file name, or a folder for <image name>-<instruction words>.png "
-        "(an existing file of that name is replaced)",
+        "a file name (.png; .jpg, .webp, .bmp and .tif are written in their format), or a "
+        "folder for <image name>-<instruction words>.png (an existing file of that name is "
+        "replaced)",
     )
     flags.add_image_flags(p, steps=DEFAULTS.num_inference_steps)
     flags.add_model_flags(p)
@@ -70,5 +71,5 @@ def run(args: argparse.Namespace) -> int:
         generator=flags.seed(args),
         progress=not args.no_progress,
     ).images
-    print(save_png(image, path))
+    print(save_image(image, path))
     return 0

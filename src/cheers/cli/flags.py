@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cheers import loading
+from cheers.arguments import MAX_NEW_TOKENS
 from cheers.errors import CheersError
 from cheers.samplers import DEFAULTS, SAMPLERS
 
@@ -64,6 +65,12 @@ def load_images(paths: Sequence[str]) -> list[Image.Image]:
 # ------------------------------------------------------------------------------------- seed
 def add_seed_flag(parser: Flags, help_text: str) -> None:
     parser.add_argument("--seed", type=int, metavar="N", help=help_text)
+
+
+def check_seed(args: argparse.Namespace) -> None:
+    """A given --seed must fit a generator (checked before the model loads)."""
+    if args.seed is not None and not 0 <= args.seed < 2**64:
+        raise CheersError(f"--seed must be in [0, 2**64), got {args.seed}; pass a smaller number")
 
 
 def seed(args: argparse.Namespace) -> int:
@@ -124,10 +131,14 @@ def add_image_flags(parser: argparse.ArgumentParser, steps: int) -> None:
 
 
 def check_image_flags(args: argparse.Namespace) -> None:
+    check_seed(args)
     if args.steps < 2:
         raise CheersError(f"--steps must be at least 2, got {args.steps}")
-    if not math.isfinite(args.guidance):
-        raise CheersError(f"--guidance must be a finite number, got {args.guidance}")
+    if not (math.isfinite(args.guidance) and args.guidance >= 0):
+        raise CheersError(
+            f"--guidance must be a finite number ≥ 0, got {args.guidance}; use --no-guidance "
+            "to turn guidance off"
+        )
     if not (math.isfinite(args.shift) and args.shift > 0):
         raise CheersError(f"--shift must be a positive number, got {args.shift}")
 
@@ -141,7 +152,11 @@ def add_text_flags(parser: argparse.ArgumentParser, seed_help: str) -> None:
     """The decoding group: answer length, temperature, top-p, seed."""
     group = parser.add_argument_group("decoding")
     group.add_argument(
-        "--max-new-tokens", type=int, default=256, metavar="N", help="the longest answer, in tokens"
+        "--max-new-tokens",
+        type=int,
+        metavar="N",
+        help=f"the longest answer, in tokens (default: up to {MAX_NEW_TOKENS}, fewer when the "
+        "prompt and images leave less room in the model's context)",
     )
     group.add_argument(
         "--temperature",
@@ -162,7 +177,8 @@ def add_text_flags(parser: argparse.ArgumentParser, seed_help: str) -> None:
 
 
 def check_text_flags(args: argparse.Namespace) -> None:
-    if args.max_new_tokens < 1:
+    check_seed(args)
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise CheersError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise CheersError(f"--temperature must be 0 or more, got {args.temperature}")

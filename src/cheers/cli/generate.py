@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 
 from cheers.cli import flags
-from cheers.cli.output import ensure_folder, output_paths, save_png, slugify
+from cheers.cli.output import ensure_folder, output_paths, save_image, slugify
 from cheers.errors import CheersError
 from cheers.samplers import DEFAULTS
 
@@ -36,7 +36,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         p,
         "outputs",
         "a folder for the images, named NN-prompt-words.png (existing files of the same name "
-        "are replaced), or a .png file name when one image is made",
+        "are replaced), or one file name when one image is made (.png; .jpg, .webp, .bmp "
+        "and .tif are written in their format)",
     )
     p.add_argument(
         "--gate-maps",
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         ).images
     for image, path in zip(images, paths, strict=True):
-        print(save_png(image, path))
+        print(save_image(image, path))
     if recorder is not None and gate_dir is not None:
         from cheers.evaluation.gates import write_gate_maps
 

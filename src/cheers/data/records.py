@@ -15,6 +15,7 @@ generation targets). A sample without images is a text-only sample.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,8 @@ def read_records(
     """
     if on_error not in ("fail", "skip"):
         raise DataError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+        raise DataError(f"the training data file must be a path, got {path!r}")
     path = Path(path)
     if not path.is_file():
         raise DataError(f"training data file {path} does not exist; check the path in the config")
@@ -101,16 +104,35 @@ def read_records(
 
 
 def _iter_lines(path: Path, root: Path) -> Iterator[tuple[int, Record | tuple[str, str]]]:
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield line_no, ("line is not valid JSON", f"not valid JSON ({err.msg})")
-                continue
-            yield line_no, _parse(data, root, f"{path}:{line_no}")
+    for line_no, line in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield line_no, ("line is not valid JSON", f"not valid JSON ({err.msg})")
+            continue
+        yield line_no, _parse(data, root, f"{path}:{line_no}")
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file; unreadable or non-UTF-8 files raise DataError."""
+    try:
+        with path.open("rb") as handle:
+            for line_no, chunk in enumerate(handle, start=1):
+                try:
+                    # utf-8-sig: a byte-order mark (some Windows editors write one) is not text.
+                    yield line_no, chunk.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(
+                        f"{path}:{line_no}: not UTF-8 text (byte {chunk[err.start]:#04x} at "
+                        f"column {err.start + 1}); JSONL is UTF-8: re-save the file as UTF-8"
+                    ) from err
+    except OSError as err:
+        raise DataError(
+            f"cannot read the training data file {path} ({err.strerror or err}); check its "
+            "permissions"
+        ) from err
 
 
 def _parse(data: Any, root: Path, where: str) -> Record | tuple[str, str]:

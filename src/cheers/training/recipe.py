@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,7 +161,11 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
         """Read and validate a training config; relative paths resolve against its folder."""
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise ConfigError(f"the training config must be a path to a TOML file, got {path!r}")
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"training config {path} is a folder; pass the TOML file in it")
         if not path.is_file():
             raise ConfigError(f"training config {path} does not exist")
         try:
