@@ -77,13 +77,16 @@ class CheersPipeline:
         *,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
+        quantize: str | None = None,
     ) -> CheersPipeline:
         """Load a model folder (or a Hub id) with its tokenizer.
 
-        ``dtype`` defaults to bfloat16 on CUDA and float32 elsewhere.
+        ``dtype`` (the compute dtype) defaults to bfloat16 on CUDA and float32 elsewhere;
+        ``quantize="int8"`` keeps the LLM's, the ViT's and the flow heads' linear weights in
+        int8 (see :func:`cheers.checkpoint.load_model`).
         """
         folder = resolve_model_path(name_or_path)
-        model = load_model(folder, dtype=dtype, device=device)
+        model = load_model(folder, dtype=dtype, device=device, quantize=quantize)
         return cls(model, CheersTokenizer.from_folder(folder))
 
     def save_pretrained(self, folder: str | os.PathLike[str], max_shard_bytes: int | None = None):
