@@ -46,6 +46,7 @@ from cheers.image import (
     to_pil_list,
 )
 from cheers.model import Cheers
+from cheers.offload import ModelOffload, enable_model_cpu_offload
 from cheers.samplers import DEFAULTS, FlowMatchSampler, StepCache, get_sampler, noise
 from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, splice, unconditional_ids
 from cheers.tokenizer import CheersTokenizer
@@ -61,6 +62,7 @@ class CheersPipeline:
     def __init__(self, model: Cheers, tokenizer: CheersTokenizer) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.offload: ModelOffload | None = None
         self.special = tokenizer.special
         vocab = model.config.text_config.vocab_size
         if len(tokenizer) > vocab:
@@ -95,8 +97,20 @@ class CheersPipeline:
         self.tokenizer.save(folder)
         return Path(folder)
 
+    def enable_model_cpu_offload(
+        self, device: str | torch.device = "cuda", max_resident_bytes: int = 0
+    ) -> ModelOffload:
+        """Keep the large components on the CPU and move each to ``device`` when it runs
+        (for GPUs smaller than the model; see :mod:`cheers.offload`). ``max_resident_bytes``
+        of components may stay on ``device`` at once (0: one at a time)."""
+        if self.offload is not None:
+            self.offload.remove()
+        self.offload = enable_model_cpu_offload(self.model, device, max_resident_bytes)
+        return self.offload
+
     @property
     def device(self) -> torch.device:
+        """Where inputs go (the execution device, also under offload)."""
         return self.model.device
 
     @property
