@@ -9,7 +9,9 @@ released format (2 GB safetensors shards + index) and then, one fresh process at
 the machine's memory serves one model at a time and each peak is that process's own):
 
 - loads it in float32, bfloat16 and int8 (``load_model(..., quantize="int8")``, float32
-  compute) and reports the peak RSS (VmHWM) of the load against the loaded weights' bytes;
+  compute) and reports the peak RSS (VmHWM) of the load against the loaded weights' bytes,
+  and the RSS once every weight has been read (a tensor kept as stored is memory-mapped, so
+  its pages only become resident when used: the bfloat16 load is almost free until then);
 - in float32 and int8, times one image-to-text answer (a 512² image, ``--tokens`` greedy
   tokens, EOS ignored) and one text-to-image step (guidance 9.5: the second of two model
   evaluations, timed between the sampler's callbacks).
@@ -89,7 +91,7 @@ def build(folder: Path, tiny: bool) -> dict:
     }
 
 
-def measure(folder: Path, mode: str, tokens: int) -> dict:
+def measure(folder: Path, mode: str, tokens: int, generation: bool = True) -> dict:
     """Load in one mode; peak RSS of the load, then (float32, int8) the two timings."""
     from gpu_engine import time_i2t
 
@@ -97,7 +99,7 @@ def measure(folder: Path, mode: str, tokens: int) -> dict:
     from cheers.transforms.quantize import weight_bytes
 
     dtype, quantize, generate = MODES[mode]
-    import torch  # noqa: F401 - imported before the baseline, as the load needs it
+    import torch
 
     base = rss_mb("VmRSS")  # the interpreter, torch and cheers, before any weight
     start = time.perf_counter()
@@ -108,7 +110,13 @@ def measure(folder: Path, mode: str, tokens: int) -> dict:
         "load_peak_rss_mb": rss_mb(),
         "weights_mb": weight_bytes(pipe.model) / 2**20,
     }
-    if not generate:
+    # Tensors kept as stored are mapped lazily: their pages become resident when first read.
+    # Reading every weight once shows the resident size the model runs with.
+    with torch.no_grad():
+        for t in [*pipe.model.parameters(), *pipe.model.buffers()]:
+            t.sum()
+    out["touched_rss_mb"] = rss_mb("VmRSS")
+    if not (generate and generation):
         return out
     firsts, rates = time_i2t(pipe, tokens, repeats=1)  # prefill, then greedy, EOS ignored
     out["i2t_first_token_s"] = firsts[0]
@@ -135,6 +143,7 @@ def run(task: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", task, "--out", str(out)]
     cmd += ["--folder", str(args.folder), "--tokens", str(args.tokens)]
     cmd += ["--tiny"] if args.tiny else []
+    cmd += ["--loads-only"] if args.loads_only else []
     threads = str(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE"}
     subprocess.run(cmd, env=env, check=True)
@@ -154,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help="the tiny preset (script check)")
     parser.add_argument("--keep", action="store_true", help="keep the saved model folder")
+    parser.add_argument("--loads-only", action="store_true", help="no generation timings")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -163,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         result = (
             build(args.folder, args.tiny)
             if task == "build"
-            else measure(args.folder, task, args.tokens)
+            else measure(args.folder, task, args.tokens, not args.loads_only)
         )
         args.out.write_text(json.dumps(result))
         return 0
@@ -191,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'mode':10} {'weights MB':>11} {'base RSS MB':>12} {'load peak RSS MB':>17} "
-        f"{'(peak-base)/weights':>20} {'load s':>7} {'I2T s':>7} {'T2I step s':>11}"
+        f"{'(peak-base)/weights':>20} {'RSS used MB':>12} {'load s':>7} {'I2T s':>7} "
+        f"{'T2I step s':>11}"
     )
     for mode in modes:
         r = results[mode]
@@ -201,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{mode:10} {r['weights_mb']:11.0f} {r['base_rss_mb']:12.0f} "
             f"{r['load_peak_rss_mb']:17.0f} "
             f"{(r['load_peak_rss_mb'] - r['base_rss_mb']) / r['weights_mb']:20.2f} "
-            f"{r['load_s']:7.1f} {i2t} {step}"
+            f"{r['touched_rss_mb']:12.0f} {r['load_s']:7.1f} {i2t} {step}"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
