@@ -37,11 +37,10 @@ from gpu_engine import greedy_answer
 
 from cheers.evaluation.shapes_gen import evaluate_generation
 from cheers.evaluation.shapes_vqa import evaluate_understanding
+from cheers.loading import DEFAULT_MODEL_DIR
 from cheers.pipeline import CheersPipeline
 from cheers.transforms.quantize import weight_bytes
 
-ROOT = Path(__file__).resolve().parents[1]
-EMBEDDED = ROOT / "src" / "cheers" / "default_model"
 T2I = {"measurement": 10, "embedded": 20}  # steps; guidance 9.5, shift 0.5 for both
 
 
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in args.models.split(","):
         if name == "embedded":
-            results[name] = compare(name, EMBEDDED, args)
+            results[name] = compare(name, DEFAULT_MODEL_DIR, args)
         elif name == "measurement":
             with tempfile.TemporaryDirectory() as tmp:
                 results[name] = compare(name, build_model_folder(Path(tmp) / "m"), args)

@@ -38,7 +38,7 @@ from cheers.arguments import (
 )
 from cheers.checkpoint import load_model, resolve_model_path, save_model
 from cheers.errors import CheersError, PromptError
-from cheers.generation import decode_text, prefill, sample_latents
+from cheers.generation import DecodeState, decode_text, prefill, sample_latents
 from cheers.image import (
     ImageInput,
     make_dummy_image,
@@ -49,6 +49,7 @@ from cheers.model import Cheers
 from cheers.offload import ModelOffload, enable_model_cpu_offload
 from cheers.samplers import DEFAULTS, FlowMatchSampler, StepCache, get_sampler, noise
 from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, splice, unconditional_ids
+from cheers.text_requests import RowSettings, RowStreamer, TextAnswer, TextRequest, decode_rows
 from cheers.tokenizer import CheersTokenizer
 
 IMAGE_IN_PROMPT = "<im_start><image><im_end>"
@@ -379,6 +380,74 @@ class CheersPipeline:
             requests.append((ids, [], None if dummy is None else dummy[i]))
         answers = self._generate_text(requests, max_new_tokens, temperature, top_p, gen, stream)
         return answers[0] if single else answers
+
+    @torch.inference_mode()
+    def answer(
+        self,
+        requests: Sequence[TextRequest],
+        *,
+        stream: Callable[[list[str | None]], None] | None = None,
+    ) -> list[TextAnswer]:
+        """Answer independent conversations in one batch, each with its own settings.
+
+        Each :class:`~cheers.text_requests.TextRequest` has its own messages, images, token
+        budget, temperature, top-p and seed, and gets the answer it gets alone from
+        :meth:`chat` (no images) or :meth:`understand` (``generator=seed``). ``stream``
+        receives after every step the new text of each row, ``None`` for rows that chose no
+        text token (finished, or EOS now): one piece per answer token.
+        """
+        if not requests:
+            raise PromptError("answer() got no requests; pass at least one TextRequest")
+        settings, rows = [], []
+        for req in requests:
+            check_positive(req.max_new_tokens, "max_new_tokens")
+            check_number(req.temperature, "temperature", low=0.0)
+            check_number(req.top_p, "top_p")
+            if not 0.0 < req.top_p <= 1.0:
+                raise CheersError(f"top_p must be in (0, 1], got {req.top_p}")
+            gen = to_generator(req.seed, self.device)
+            settings.append(RowSettings(req.max_new_tokens, req.temperature, req.top_p, gen))
+            ids = self._chat_ids(req.messages)
+            if ids.count(self.special.image) != len(req.images):
+                raise PromptError(
+                    f"the messages mark {ids.count(self.special.image)} images but "
+                    f"{len(req.images)} are given; put one {IMAGE_IN_PROMPT} per image"
+                )
+            rows.append(ids)
+        flat = [im for req in requests for im in req.images]
+        tokens = self.model.understanding_tokens(self._pixels(flat)) if flat else None
+        requests_in, k = [], 0
+        for req, ids, row in zip(requests, rows, settings, strict=True):
+            n = len(req.images)
+            dummy = None if n else self._dummy_tokens(1, None, [row.generator])
+            images = [tokens[k + j] for j in range(n)] if n else []
+            requests_in.append((ids, images, None if dummy is None else dummy[0]))
+            k += n
+        batch = left_pad(self._sequences(*zip(*requests_in, strict=True)))
+        for length, row in zip(batch.lengths.tolist(), settings, strict=True):
+            self._check_context(length, row.max_new_tokens)
+        room = max(row.max_new_tokens for row in settings)
+        prefix = prefill(self.model, batch, room=room)
+        state = DecodeState(
+            prefix.cache,
+            batch.valid,
+            batch.lengths.clone(),
+            prefix.length,
+            self.model.logits(prefix.hidden[:, -1]),
+            torch.zeros(len(requests), dtype=torch.bool, device=self.device),
+        )
+        on_token = None
+        if stream is not None:
+            on_token = RowStreamer(self.tokenizer.decode, self.special.eos, stream, len(requests))
+        out = decode_rows(self.model, state, settings, self.special.eos, self.special.pad, on_token)
+        answers = []
+        for row, stopped, length in zip(
+            out.tokens, out.stopped, batch.lengths.tolist(), strict=True
+        ):
+            ids = row[:-1] if stopped else row
+            text = self.tokenizer.decode(ids).strip()
+            answers.append(TextAnswer(text, ids, "stop" if stopped else "length", length))
+        return answers
 
     # -------------------------------------------------------------- internals
     def _chat_ids(self, messages: Messages) -> list[int]:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cheers.errors import CheersError
-from cheers.evaluation import add_eval_parser, run_eval
+from cheers.evaluation import add_eval_parser, run_eval, shapes_edit, shapes_gen
 from cheers.evaluation.cli import build_parser, main
 
 FAST_GEN = ["--n", "1", "--images-per-prompt", "1", "--steps", "2", "--no-guidance"]
@@ -28,13 +28,24 @@ def test_parser_wiring_and_defaults():
     args = _host_parser().parse_args(["eval", "shapes-gen", "--out", "o"])
     assert args.command == "eval" and args.eval_benchmark == "shapes-gen"
     assert args.func is run_eval
-    assert (args.model, args.seed, args.n, args.images_per_prompt) == (None, 0, 10, 4)
-    assert args.steps == 20 and args.guidance == 9.5 and not args.no_heldout
-    assert not args.no_dummy_image and not args.no_guidance
+    # The sampling flags default to the --settings row; the benchmark gets the row's values.
+    assert (args.model, args.settings, args.steps, args.seed) == (None, "shapes-gen", None, None)
+    gen = shapes_gen.COMMAND.build(args)
+    assert (gen.seed, gen.n_per_category, gen.images_per_prompt) == (0, 10, 4)
+    assert gen.num_inference_steps == 20 and gen.guidance_scale == 9.5 and gen.heldout
+    assert gen.dummy_image is None
     vqa = _host_parser().parse_args(["eval", "shapes-vqa", "--out", "o", "--n", "8"])
     assert vqa.n == 8 and vqa.max_new_tokens == 8 and not hasattr(vqa, "steps")
     edit = _host_parser().parse_args(["eval", "shapes-edit", "--out", "o", "--strength", "0.5"])
     assert edit.strength == 0.5 and edit.n == 60
+    # --settings applies another row; a flag given overrides it.
+    other = _host_parser().parse_args(
+        ["eval", "shapes-gen", "--out", "o", "--settings", "geneval", "--steps", "5"]
+    )
+    built = shapes_gen.COMMAND.build(other)
+    assert (built.num_inference_steps, built.time_shift, built.images_per_prompt) == (5, 1.0, 4)
+    off = _host_parser().parse_args(["eval", "shapes-edit", "--out", "o", "--no-guidance"])
+    assert shapes_edit.COMMAND.build(off).guidance_scale is None
 
 
 def test_parser_rejects_missing_pieces(capsys):
@@ -66,12 +77,9 @@ def test_bad_flags_fail_before_loading(tmp_path, flags):
 
 
 def test_missing_default_model_is_a_clean_error(tmp_path, monkeypatch, capsys):
-    import cheers.cli
+    import cheers.loading
 
-    def no_model():
-        raise CheersError("no model given and none is embedded")
-
-    monkeypatch.setattr(cheers.cli, "default_model_path", no_model)
+    monkeypatch.setattr(cheers.loading, "DEFAULT_MODEL_DIR", tmp_path / "no-embedded-model")
     assert main(["shapes-vqa", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "error: no model given" in capsys.readouterr().err
 
@@ -86,10 +94,10 @@ def _outputs(tmp_path, capsys) -> tuple[dict, str]:
 
 
 def test_gen_end_to_end_with_the_default_model(public_model_dir, tmp_path, monkeypatch, capsys):
-    import cheers.cli
+    import cheers.loading
 
     # --model left out: the command falls back to the package's default model.
-    monkeypatch.setattr(cheers.cli, "default_model_path", lambda: public_model_dir)
+    monkeypatch.setattr(cheers.loading, "DEFAULT_MODEL_DIR", public_model_dir)
     args = build_parser().parse_args(
         [
             "shapes-gen",

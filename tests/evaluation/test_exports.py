@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from cheers.errors import CheersError
+from cheers.evaluation import ShapesEdit, ShapesGen, shapes_edit, shapes_gen
 from cheers.evaluation.cli import build_parser, run_eval
 from cheers.evaluation.settings import SETTINGS, markdown_table
 from cheers.integrations.lmms_eval import CheersLmmsEval
@@ -28,7 +29,7 @@ class FakePipe:
         self.model = SimpleNamespace(config=SimpleNamespace(latent_channels=4, grid_size=2))
         self.calls: list[dict] = []
 
-    def __call__(self, prompts, **kwargs):
+    def text_to_image(self, prompts, **kwargs):
         self.calls.append({"prompts": list(prompts), **kwargs})
         n = kwargs["num_images_per_prompt"]
         latents = kwargs["latents"]
@@ -78,13 +79,16 @@ def test_geneval_writes_the_official_layout_byte_for_byte(metadata, tmp_path):
                    "--steps", "3"), pipe=pipe)  # fmt: skip
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert folders == ["00000", "00001", "00002"]
+    # Nothing else the evaluator would read: it walks the digit-named folders only.
+    assert sorted(p.name for p in out.iterdir()) == [*folders, "cheers_settings.json"]
+    assert sorted(p.name for p in (out / "00000").iterdir()) == ["metadata.jsonl", "samples"]
     # As GenEval's own generation script writes it: json.dump of the line, no newline.
     assert (out / "00000" / "metadata.jsonl").read_bytes() == (
         b'{"tag": "single_object", "include": [{"class": "bench", "count": 1}], '
         b'"prompt": "a photo of a bench"}'
     )
     samples = sorted(p.name for p in (out / "00002" / "samples").iterdir())
-    assert samples == ["00000.png", "00001.png", "00002.png", "00003.png"]
+    assert samples == ["0000.png", "0001.png", "0002.png", "0003.png"]
     call = pipe.calls[0]
     assert (call["num_inference_steps"], call["guidance_scale"], call["time_shift"]) == (
         3, SETTINGS["geneval"].guidance, SETTINGS["geneval"].time_shift
@@ -100,10 +104,10 @@ def test_geneval_resumes_and_does_not_depend_on_the_batch_size(metadata, tmp_pat
                        "--batch-size", batch, "--no-progress"), pipe=FakePipe())  # fmt: skip
     for k in range(3):
         for j in range(4):
-            name = f"{k:05d}/samples/{j:05d}.png"
+            name = f"{k:05d}/samples/{j:04d}.png"
             assert (one / name).read_bytes() == (three / name).read_bytes()
     # Four different images per prompt: each has its own noise.
-    colours = {Image.open(one / f"00000/samples/{j:05d}.png").getpixel((0, 0)) for j in range(4)}
+    colours = {Image.open(one / f"00000/samples/{j:04d}.png").getpixel((0, 0)) for j in range(4)}
     assert len(colours) == 4
     # A prompt without its metadata.jsonl is incomplete: only it is drawn again.
     (one / "00001" / "metadata.jsonl").unlink()
@@ -112,6 +116,22 @@ def test_geneval_resumes_and_does_not_depend_on_the_batch_size(metadata, tmp_pat
              pipe=pipe)  # fmt: skip
     assert [c["prompts"] for c in pipe.calls] == [["a photo of a red car"]]
     assert (one / "00001" / "metadata.jsonl").is_file()
+
+
+def test_geneval_long_variant_draws_the_rewritten_prompts(tmp_path):
+    # The long variant: the same metadata lines with a rewritten (longer) prompt each.
+    line = {**GENEVAL_LINES[1], "prompt": "A glossy red sports car parked on a quiet street."}
+    text = json.dumps(line)
+    metadata = tmp_path / "evaluation_metadata_long.jsonl"
+    metadata.write_text(text + "\n")
+    out, pipe = tmp_path / "long", FakePipe()
+    run_eval(_args("geneval", "--metadata", str(metadata), "--out", str(out), "--no-progress",
+                   "--settings", "geneval-long"), pipe=pipe)  # fmt: skip
+    assert pipe.calls[0]["prompts"] == [line["prompt"]]
+    assert pipe.calls[0]["time_shift"] == 1.0
+    assert (out / "00000" / "metadata.jsonl").read_bytes() == text.encode()
+    recorded = json.loads((out / "cheers_settings.json").read_text())
+    assert (recorded["settings"], recorded["prompt_variant"]) == ("geneval-long", "long")
 
 
 def test_dpg_writes_a_2x2_grid_per_prompt_file(tmp_path):
@@ -130,7 +150,7 @@ def test_dpg_writes_a_2x2_grid_per_prompt_file(tmp_path):
     # DPG-Bench crops (0,0,R,R), (R,0,2R,R), (0,R,R,2R), (R,R,2R,2R): images 0, 1, 2, 3.
     drawn = pipe.calls[0]
     assert drawn["prompts"][0] == "A cat on a red sofa."
-    again = FakePipe()(["A cat on a red sofa."], num_images_per_prompt=4,
+    again = FakePipe().text_to_image(["A cat on a red sofa."], num_images_per_prompt=4,
                        latents=drawn["latents"][:4]).images  # fmt: skip
     boxes = [(0, 0, R, R), (R, 0, 2 * R, R), (0, R, R, 2 * R), (R, R, 2 * R, 2 * R)]
     for image, box in zip(again, boxes, strict=True):
@@ -153,13 +173,25 @@ def test_bad_inputs_fail_before_any_drawing(tmp_path):
 
 
 def test_every_command_default_agrees_with_the_settings_table():
-    gen = _args("shapes-gen", "--out", "x")
+    gen = shapes_gen.COMMAND.build(_args("shapes-gen", "--out", "x"))
     row = SETTINGS["shapes-gen"]
-    table = (row.steps, row.guidance, row.time_shift, row.images_per_prompt)
-    assert (gen.steps, gen.guidance, gen.shift, gen.images_per_prompt) == table
-    assert table == (20, 9.5, 0.5, 4)
-    edit = _args("shapes-edit", "--out", "x")
-    assert (edit.steps, edit.guidance, edit.shift) == (20, 9.5, 0.5)
+    table = (row.steps, row.guidance, row.time_shift, row.images_per_prompt, row.seed)
+    built = (gen.num_inference_steps, gen.guidance_scale, gen.time_shift)
+    assert (*built, gen.images_per_prompt, gen.seed) == table == (20, 9.5, 0.5, 4, 0)
+    # The library's defaults are the same row.
+    assert (ShapesGen().num_inference_steps, ShapesGen().time_shift) == (20, 0.5)
+    edit = shapes_edit.COMMAND.build(_args("shapes-edit", "--out", "x"))
+    assert (edit.num_inference_steps, edit.guidance_scale, edit.time_shift) == (20, 9.5, 0.5)
+    assert (ShapesEdit().num_inference_steps, ShapesEdit().time_shift) == (20, 0.5)
+    # `cheers generate` samples with the `default` row.
+    from cheers.cli import build_parser as cheers_parser
+
+    default = SETTINGS["default"]
+    generate = cheers_parser().parse_args(["generate", "a red circle"])
+    assert (generate.steps, generate.guidance, generate.shift) == (
+        default.steps, default.guidance, default.time_shift
+    )  # fmt: skip
+    assert generate.num_images == default.images_per_prompt == 1
     assert "| `dpg` | 250 | 9.5 | 0.5 | 4 |" in markdown_table()
     docs = Path(__file__).parents[2] / "docs" / "evaluation.md"
     assert markdown_table() in docs.read_text(encoding="utf-8")  # the docs show this table

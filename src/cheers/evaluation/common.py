@@ -12,7 +12,6 @@ import math
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -165,15 +164,3 @@ def rate(correct: int, total: int) -> float:
 def describe(detections: Iterable[Any]) -> list[str]:
     """Short, JSON-ready descriptions of detector output: ``"red circle @ (12.5, 40.0)"``."""
     return [f"{d.color} {d.shape} @ ({d.cx:.1f}, {d.cy:.1f})" for d in detections]
-
-
-def out_folder(out: str) -> Path:
-    """The ``--out`` folder, created; a clear error when a file is in the way or it cannot be."""
-    folder = Path(out)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as err:
-        raise CheersError(f"--out {out}: a file is in the way; pass a folder path") from err
-    except OSError as err:
-        raise CheersError(f"cannot create --out {out} ({err.strerror or err})") from err
-    return folder

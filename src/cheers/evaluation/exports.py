@@ -11,120 +11,91 @@ The sampling flags default to the row of :data:`~cheers.evaluation.settings.SETT
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from cheers.errors import CheersError
-from cheers.evaluation.common import out_folder
+from cheers._files import atomic_write
+from cheers.evaluation import flags
+from cheers.evaluation.command import EvalCommand, OutTarget, folder_target
 from cheers.evaluation.geneval import (
+    DpgExport,
+    GenEvalExport,
     read_dpg_prompts,
     read_geneval_metadata,
-    write_dpg,
-    write_geneval,
 )
-from cheers.evaluation.settings import SETTINGS, Settings, settings
 
-
-def _flags(p: argparse.ArgumentParser, source: str, source_help: str, default: str) -> None:
-    p.add_argument(source, required=True, metavar="PATH", help=source_help)
-    p.add_argument("--out", required=True, metavar="DIR", help="folder the scorer reads")
-    p.add_argument("--model", metavar="DIR", help="model folder (default: the embedded model)")
-    p.add_argument(
-        "--settings",
-        default=default,
-        choices=list(SETTINGS),
-        help=f"row of the settings table (docs/evaluation.md; default: {default})",
-    )
-    p.add_argument("--steps", type=int, metavar="N", help="denoising steps (overrides)")
-    p.add_argument("--guidance", type=float, metavar="SCALE", help="guidance (overrides)")
-    p.add_argument("--shift", type=float, metavar="ALPHA", help="time shift α (overrides)")
-    p.add_argument("--seed", type=int, metavar="N", help="base seed (overrides)")
-    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="prompts per call")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="precision of the weights")
-    p.add_argument("--device", metavar="{cpu,cuda,cuda:N}", help="where to run the model")
+SETTINGS_NAME = "cheers_settings.json"
 
 
 def _geneval_flags(p: argparse.ArgumentParser) -> None:
-    _flags(p, "--metadata", "GenEval's evaluation_metadata.jsonl (or its long variant)", "geneval")
-    p.add_argument("--images-per-prompt", type=int, metavar="N", help="samples (overrides)")
+    p.add_argument(
+        "--metadata",
+        required=True,
+        metavar="PATH",
+        help="GenEval's evaluation_metadata.jsonl, or a file of the same lines with rewritten "
+        "(long) prompts (then use --settings geneval-long)",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="folder the scorer reads")
+    flags.add_sampling_flags(p, "geneval", per_prompt=True, sampler=False)
+    flags.add_run_flags(p, 4, "prompts per model call")
 
 
 def _dpg_flags(p: argparse.ArgumentParser) -> None:
-    _flags(p, "--prompts", "DPG-Bench's prompts/ folder of <name>.txt files", "dpg")
+    p.add_argument(
+        "--prompts",
+        required=True,
+        metavar="DIR",
+        help="DPG-Bench's prompts/ folder of <name>.txt files",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="folder the scorer reads")
+    flags.add_sampling_flags(p, "dpg", per_prompt=False, sampler=False)
+    flags.add_run_flags(p, 4, "prompts per model call")
 
 
-def resolved_settings(args: argparse.Namespace) -> Settings:
-    """The ``--settings`` row with the flags given on the command line applied."""
-    s = settings(args.settings)
-    override = {
-        "steps": args.steps,
-        "guidance": args.guidance,
-        "time_shift": args.shift,
-        "seed": args.seed,
-        "images_per_prompt": getattr(args, "images_per_prompt", None),
-    }
-    s = dataclasses.replace(s, **{k: v for k, v in override.items() if v is not None})
-    if s.steps < 2 or s.images_per_prompt < 1 or s.seed < 0 or args.batch_size < 1:
-        raise CheersError(
-            "--steps must be at least 2, --images-per-prompt and --batch-size at least 1, "
-            f"--seed 0 or more (got {s.steps}, {s.images_per_prompt}, {args.batch_size}, "
-            f"{s.seed})"
-        )
-    if not s.time_shift > 0:
-        raise CheersError(f"--shift must be a positive number, got {s.time_shift}")
-    return s
+def _build_geneval(args: argparse.Namespace) -> GenEvalExport:
+    s = flags.sampling_settings(args)
+    flags.check_counts(args, "batch_size")
+    prompts = read_geneval_metadata(args.metadata)  # bad input fails here, before the model
+    return GenEvalExport(prompts, Path(args.out), s, args.batch_size, args.settings)
 
 
-@dataclass(frozen=True)
-class Export:
-    """One export command: help, flags, how its prompts are read and written."""
-
-    help: str
-    add_flags: Callable[[argparse.ArgumentParser], None]
-    read: Callable[[argparse.Namespace], list]
-    write: Callable[..., dict[str, int]]
+def _build_dpg(args: argparse.Namespace) -> DpgExport:
+    s = flags.sampling_settings(args)
+    flags.check_counts(args, "batch_size")
+    prompts = read_dpg_prompts(args.prompts)
+    return DpgExport(prompts, Path(args.out), s, args.batch_size, args.settings)
 
 
-EXPORTS: dict[str, Export] = {
-    "geneval": Export(
-        "write GenEval's folder layout (score it with GenEval's evaluate_images.py)",
-        _geneval_flags,
-        lambda args: read_geneval_metadata(args.metadata),
-        write_geneval,
-    ),
-    "dpg": Export(
-        "write DPG-Bench's 2×2 grids (score them with its compute_dpg_bench.py)",
-        _dpg_flags,
-        lambda args: read_dpg_prompts(args.prompts),
-        write_dpg,
-    ),
-}
-
-
-def run_export(args: argparse.Namespace, *, pipe: Any = None) -> int:
-    """Write the images of ``args.eval_benchmark``; prints the output folder. Returns 0."""
-    export = EXPORTS[args.eval_benchmark]
-    s = resolved_settings(args)
-    items = export.read(args)  # bad input fails here, before the model loads
-    out = out_folder(args.out)
-    if pipe is None:
-        from cheers.cli import load_pipeline
-
-        pipe = load_pipeline(args.model, args.dtype, args.device)
-    counts = export.write(pipe, items, out, s, args.batch_size, not args.no_progress)
-    record = {"benchmark": args.eval_benchmark, "settings": args.settings, **s.to_dict()}
-    (out / "cheers_settings.json").write_text(json.dumps(record, indent=2) + "\n")
+def finish_export(result: dict[str, Any], target: OutTarget, args: argparse.Namespace) -> None:
+    """Record the settings beside the images; print the counts (stderr) and the folder."""
+    record = {"benchmark": result["task"], **result["settings"]}
+    text = (json.dumps(record, indent=2) + "\n").encode("utf-8")
+    atomic_write(target.folder / SETTINGS_NAME, lambda f: f.write(text))
+    counts = result["counts"]
     print(
         f"{counts['written']} prompt(s) written, {counts['skipped']} already there",
         file=sys.stderr,
     )
-    print(out)
-    return 0
+    print(target.folder)
 
 
-__all__ = ["EXPORTS", "resolved_settings", "run_export"]
+GENEVAL = EvalCommand(
+    "geneval",
+    "write GenEval's folder layout (score it with GenEval's evaluate_images.py)",
+    _geneval_flags,
+    _build_geneval,
+    folder_target,
+    finish_export,
+)
+DPG = EvalCommand(
+    "dpg",
+    "write DPG-Bench's 2×2 grids (score them with its compute_dpg_bench.py)",
+    _dpg_flags,
+    _build_dpg,
+    folder_target,
+    finish_export,
+)
+
+__all__ = ["DPG", "GENEVAL", "finish_export"]

@@ -5,15 +5,17 @@ exactly the files they read and stops there:
 
 - **GenEval** (``evaluation/evaluate_images.py`` of the GenEval repository) reads
   ``OUT/<index:05d>/metadata.jsonl`` — the prompt's metadata line, written as ``json.dump``
-  writes it — and ``OUT/<index:05d>/samples/<k:05d>.png`` (any ``\\d+.png``; five digits as its
-  own generation script writes them).
+  writes it — and ``OUT/<index:05d>/samples/<k:04d>.png``, the layout its README documents
+  (the evaluator takes any ``\\d+.png`` there).
 - **DPG-Bench** (``compute_dpg_bench.py``) reads ``OUT/<name>.png`` for each prompt file
   ``<name>.txt``: a 2×2 grid of four images of the model's resolution, left to right and top to
   bottom, which it crops back with ``--resolution R --pic-num 4``.
 
-Every image's noise comes from its own seed (the prompt's index and the image's), so the files
-do not depend on the batch size; a prompt already written is skipped, so an interrupted run is
-resumed by running it again. Files are written atomically (``cheers._files.atomic_write``: a
+Both are :class:`~cheers.evaluation.benchmark.Benchmark` s whose ``judge`` writes a prompt's
+files, run by the same runner as the Shapes benchmarks. Every image's noise comes from its own
+seed (the prompt's index and the image's), so the files do not depend on the batch size; a
+prompt already written is not among the items, so an interrupted run is resumed by running it
+again. Files are written atomically (``cheers._files.atomic_write``: a
 temporary name, then a rename): a prompt's ``metadata.jsonl`` is written after its samples,
 so a GenEval folder that has it is complete.
 """
@@ -22,17 +24,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from cheers._files import atomic_write
 from cheers.errors import CheersError
-from cheers.evaluation.common import batches, progress_bar, seeded_noise
+from cheers.evaluation.benchmark import Judged, Timings, run_benchmark
+from cheers.evaluation.common import seeded_noise
+from cheers.evaluation.protocol import TextToImagePipeline
 from cheers.evaluation.settings import Settings
 
 
@@ -113,46 +117,104 @@ def image_seed(seed: int, index: int, k: int) -> int:
     return int(np.random.SeedSequence(seed, spawn_key=(index, k)).generate_state(1)[0])
 
 
-def _draw(pipe: Any, items: list[tuple[int, PromptItem]], s: Settings) -> list[list[Image.Image]]:
-    """``s.images_per_prompt`` images for each (index, item), each from its own seed."""
-    n = s.images_per_prompt
-    seeds = [image_seed(s.seed, index, k) for index, _ in items for k in range(n)]
-    out = pipe(
-        [item.prompt for _, item in items],
-        num_inference_steps=s.steps,
-        guidance_scale=s.guidance,
-        time_shift=s.time_shift,
-        num_images_per_prompt=n,
-        latents=seeded_noise(pipe, seeds),
-    ).images
-    return [out[i * n : (i + 1) * n] for i in range(len(items))]
+class Indexed(NamedTuple):
+    """One item of an export: the prompt and its index in the prompt file (its seeds' key)."""
+
+    index: int
+    prompt: PromptItem
 
 
-def _draw_missing(
-    pipe: Any,
-    items: Sequence[PromptItem],
-    s: Settings,
-    done: Callable[[PromptItem], bool],
-    save: Callable[[PromptItem, list[Image.Image]], None],
-    batch_size: int,
-    progress: bool,
-    desc: str,
-) -> dict[str, int]:
-    """Draw, in batches of prompts, every item not ``done``, and ``save`` its images."""
-    todo = [(i, item) for i, item in enumerate(items) if not done(item)]
-    bar = progress_bar(len(todo), desc, progress)
-    for chunk in batches(todo, max(1, batch_size)):
-        for (_, item), images in zip(chunk, _draw(pipe, chunk, s), strict=True):
-            save(item, images)
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    return {"prompts": len(items), "written": len(todo), "skipped": len(items) - len(todo)}
+@dataclass
+class _Export:
+    """What both exports share: items not yet written, drawing, counting. ``judge`` writes."""
+
+    prompts: Sequence[PromptItem]
+    out: Path
+    sampling: Settings
+    batch_size: int = 4
+    settings_name: str = ""
+    name: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+
+    def done(self, item: PromptItem) -> bool:
+        raise NotImplementedError
+
+    def items(self) -> list[Indexed]:
+        return [Indexed(i, p) for i, p in enumerate(self.prompts) if not self.done(p)]
+
+    def run(self, pipe: TextToImagePipeline, batch: Sequence[Indexed]) -> list[list[Image.Image]]:
+        s, n = self.sampling, self.sampling.images_per_prompt
+        seeds = [image_seed(s.seed, job.index, k) for job in batch for k in range(n)]
+        images = list(
+            pipe.text_to_image(
+                [job.prompt.prompt for job in batch],
+                num_inference_steps=s.steps,
+                guidance_scale=s.guidance,
+                time_shift=s.time_shift,
+                num_images_per_prompt=n,
+                latents=seeded_noise(pipe, seeds),
+            ).images
+        )
+        return [images[i * n : (i + 1) * n] for i in range(len(batch))]
+
+    def settings(self, pipe: Any) -> dict[str, Any]:
+        return {"settings": self.settings_name, **self.sampling.to_dict()}
+
+    def aggregate(
+        self, items: Sequence[Indexed], records: list[dict[str, Any]], timings: Timings
+    ) -> dict[str, Any]:
+        total = len(self.prompts)
+        return {
+            "counts": {"prompts": total, "written": len(records), "skipped": total - len(records)},
+            "items": records,
+            "timings": {"total_s": timings.total_s, "generate_s": timings.run_s},
+        }
+
+
+@dataclass
+class GenEvalExport(_Export):
+    """GenEval's folder: ``OUT/<index:05d>/{metadata.jsonl, samples/<k:04d>.png}``."""
+
+    name: ClassVar[str] = "geneval"
+
+    def done(self, item: PromptItem) -> bool:
+        # metadata.jsonl is written last: a folder that has it is complete.
+        return (self.out / item.key / "metadata.jsonl").is_file()
+
+    def judge(self, item: Indexed, output: list[Image.Image], unit: int) -> Judged:
+        folder = self.out / item.prompt.key
+        names = []
+        for k, image in enumerate(output):
+            names.append(f"samples/{k:04d}.png")
+            _save_png(image, folder / names[-1])
+        text = json.dumps(item.prompt.metadata).encode("utf-8")
+        atomic_write(folder / "metadata.jsonl", lambda f: f.write(text))
+        return Judged({"key": item.prompt.key, "prompt": item.prompt.prompt, "files": names})
+
+
+@dataclass
+class DpgExport(_Export):
+    """DPG-Bench's folder: ``OUT/<name>.png``, a 2×2 grid per prompt file ``<name>.txt``."""
+
+    name: ClassVar[str] = "dpg"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sampling.images_per_prompt != 4:
+            raise CheersError("DPG-Bench grids hold 4 images: use images_per_prompt = 4")
+
+    def done(self, item: PromptItem) -> bool:
+        return (self.out / f"{item.key}.png").is_file()
+
+    def judge(self, item: Indexed, output: list[Image.Image], unit: int) -> Judged:
+        _save_png(grid_2x2(output), self.out / f"{item.prompt.key}.png")
+        return Judged({"key": item.prompt.key, "prompt": item.prompt.prompt})
 
 
 def write_geneval(
-    pipe: Any,
+    pipe: TextToImagePipeline,
     items: Sequence[PromptItem],
     out: str | os.PathLike[str],
     s: Settings,
@@ -160,25 +222,12 @@ def write_geneval(
     progress: bool = True,
 ) -> dict[str, int]:
     """Draw every prompt not yet written into ``out`` in GenEval's layout; returns counts."""
-    out = Path(out)
-
-    def save(item: PromptItem, images: list[Image.Image]) -> None:
-        samples = out / item.key / "samples"
-        samples.mkdir(parents=True, exist_ok=True)
-        for k, image in enumerate(images):
-            _save_png(image, samples / f"{k:05d}.png")
-        # Last: a folder with its metadata.jsonl is complete.
-        text = json.dumps(item.metadata).encode("utf-8")
-        atomic_write(out / item.key / "metadata.jsonl", lambda f: f.write(text))
-
-    def done(item: PromptItem) -> bool:
-        return (out / item.key / "metadata.jsonl").is_file()
-
-    return _draw_missing(pipe, items, s, done, save, batch_size, progress, "geneval")
+    bench = GenEvalExport(items, Path(out), s, batch_size)
+    return run_benchmark(bench, pipe, progress=progress)["counts"]
 
 
 def write_dpg(
-    pipe: Any,
+    pipe: TextToImagePipeline,
     items: Sequence[PromptItem],
     out: str | os.PathLike[str],
     s: Settings,
@@ -186,21 +235,13 @@ def write_dpg(
     progress: bool = True,
 ) -> dict[str, int]:
     """Draw every prompt not yet written into ``out`` as DPG-Bench's 2×2 grids."""
-    if s.images_per_prompt != 4:
-        raise CheersError("DPG-Bench grids hold 4 images: use images_per_prompt = 4")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    def save(item: PromptItem, images: list[Image.Image]) -> None:
-        _save_png(grid_2x2(images), out / f"{item.key}.png")
-
-    def done(item: PromptItem) -> bool:
-        return (out / f"{item.key}.png").is_file()
-
-    return _draw_missing(pipe, items, s, done, save, batch_size, progress, "dpg")
+    bench = DpgExport(items, Path(out), s, batch_size)
+    return run_benchmark(bench, pipe, progress=progress)["counts"]
 
 
 __all__ = [
+    "DpgExport",
+    "GenEvalExport",
     "PromptItem",
     "grid_2x2",
     "image_seed",

@@ -228,18 +228,23 @@ def grid_columns(result: Mapping[str, Any]) -> int:
 
 
 def write_report(
-    result: Mapping[str, Any], out_dir: str | os.PathLike[str], *, max_cells: int = 64
+    result: Mapping[str, Any],
+    out_dir: str | os.PathLike[str],
+    *,
+    max_cells: int = 64,
+    report_name: str = REPORT_NAME,
+    grid_name: str = GRID_NAME,
 ) -> tuple[Path, Path | None]:
     """Write ``report.json`` and (when there are samples) ``grid.png`` into ``out_dir``.
 
     Returns the two paths (the grid's is ``None`` when the result has no samples).
     """
     out = Path(out_dir)
-    report = write_json(result, out / REPORT_NAME)
+    report = write_json(result, out / report_name)
     samples = result.get("samples") or []
     if not samples:
         return report, None
-    grid = save_grid(samples, out / GRID_NAME, max_cells=max_cells, columns=grid_columns(result))
+    grid = save_grid(samples, out / grid_name, max_cells=max_cells, columns=grid_columns(result))
     return report, grid
 
 

@@ -10,26 +10,31 @@ held-out composition (:func:`cheers.shapes.heldout_prompts`) are scored separate
 
 from __future__ import annotations
 
-import time
-from typing import Any
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
 
 import torch
+from PIL import Image
 
 from cheers.errors import CheersError
+from cheers.evaluation import flags
+from cheers.evaluation.benchmark import Judged, Timings, run_benchmark
+from cheers.evaluation.command import EvalCommand, finish_report, report_target
 from cheers.evaluation.common import (
     EvalSample,
     accuracy_counts,
-    batches,
     check_positive,
     check_seed,
     check_steps,
     describe,
     item_seed,
-    progress_bar,
     rate,
     seeded_noise,
     to_canvas,
 )
+from cheers.evaluation.protocol import TextToImagePipeline
 from cheers.evaluation.settings import SETTINGS
 from cheers.samplers import DEFAULTS, StepCache
 from cheers.shapes import CATEGORIES, PromptSpec, detect, judge, score_generation
@@ -48,8 +53,167 @@ DEFAULT_TIME_SHIFT = SETTINGS["shapes-gen"].time_shift
 DEFAULT_BATCH_SIZE = 8
 
 
+class Prompt(NamedTuple):
+    """One item: the prompt, whether it names a held-out composition, its noise seed."""
+
+    spec: PromptSpec
+    heldout: bool
+    seed: int
+
+
+@dataclass
+class ShapesGen:
+    """The benchmark; arguments as in :func:`evaluate_generation`, checked on creation."""
+
+    seed: int = 0
+    n_per_category: int = DEFAULT_N_PER_CATEGORY
+    images_per_prompt: int = DEFAULT_IMAGES_PER_PROMPT
+    num_inference_steps: int = DEFAULT_STEPS
+    guidance_scale: float | None = DEFAULT_GUIDANCE
+    time_shift: float = DEFAULT_TIME_SHIFT
+    sampler: str | None = None
+    step_cache: int = 0
+    images_per_call: int = DEFAULT_BATCH_SIZE
+    heldout: bool = True
+    n_heldout: int | None = None
+    canvas: int = DEFAULT_CANVAS
+    dummy_image: bool | None = None
+    name: ClassVar[str] = TASK
+    _dummy: dict[bool, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+        check_positive(self.n_per_category, "n_per_category")
+        check_positive(self.images_per_prompt, "images_per_prompt")
+        check_positive(self.images_per_call, "batch_size")
+        check_steps(self.num_inference_steps, self.guidance_scale, self.time_shift)
+        if self.n_heldout is None:
+            self.n_heldout = self.n_per_category
+        if self.heldout:
+            check_positive(self.n_heldout, "n_heldout")
+
+    @property
+    def batch_size(self) -> int:
+        """Prompts per call: ``images_per_call`` rounded down to whole prompts (at least 1)."""
+        return max(1, self.images_per_call // self.images_per_prompt)
+
+    def items(self) -> list[Prompt]:
+        # Held-out prompts draw noise from their own stream.
+        jobs = [
+            Prompt(spec, False, item_seed(self.seed, "generation", i))
+            for i, spec in enumerate(benchmark_prompts(self.seed, self.n_per_category))
+        ]
+        if self.heldout:
+            assert self.n_heldout is not None
+            jobs += [
+                Prompt(spec, True, item_seed(self.seed, "heldout_generation", i))
+                for i, spec in enumerate(heldout_prompts(self.seed, self.n_heldout))
+            ]
+        return jobs
+
+    def uses_dummy(self, pipe: Any) -> bool:
+        """Whether a noise image stands in front of the prompts (``None``: the model config)."""
+        if self.dummy_image is not None:
+            return self.dummy_image
+        model = getattr(pipe, "model", None)
+        return bool(getattr(getattr(model, "config", None), "dummy_image_prefix", False))
+
+    def _dummy_for(self, pipe: Any) -> Any:
+        # One fixed noise image stands in front of every prompt (the reference draws a fresh
+        # one per call): a per-call one would tie a prompt's image to its batch-mates.
+        use = self.uses_dummy(pipe)
+        if use not in self._dummy:
+            from cheers.image import make_dummy_image
+
+            gen = torch.Generator("cpu").manual_seed(item_seed(self.seed, "dummy", 0))
+            self._dummy[use] = make_dummy_image(gen) if use else False
+        return self._dummy[use]
+
+    def run(self, pipe: TextToImagePipeline, batch: Sequence[Prompt]) -> list[list[Image.Image]]:
+        n = self.images_per_prompt
+        out = pipe.text_to_image(
+            [job.spec.text for job in batch],
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            time_shift=self.time_shift,
+            sampler=self.sampler,
+            step_cache=StepCache(interval=self.step_cache) if self.step_cache else None,
+            num_images_per_prompt=n,
+            latents=seeded_noise(pipe, [job.seed for job in batch], n),
+            dummy_image=self._dummy_for(pipe),
+            output_type="pil",
+        )
+        images = list(out.images)
+        if len(images) != len(batch) * n:
+            raise CheersError(
+                f"the pipeline returned {len(images)} images for {len(batch)} prompts × "
+                f"{n}; expected one per prompt and noise"
+            )
+        return [images[j * n : (j + 1) * n] for j in range(len(batch))]
+
+    def judge(self, item: Prompt, output: list[Image.Image], unit: int) -> Judged:
+        spec = item.spec
+        group = f"heldout/{spec.category}" if item.heldout else spec.category
+        verdicts, found, samples = [], [], []
+        for image in output:
+            judged = to_canvas(image, self.canvas)
+            detections = detect(judged)
+            ok = judge(spec, detections)
+            verdicts.append(ok)
+            found.append(describe(detections))
+            samples.append(EvalSample(judged, spec.text, ok, group, unit))
+        record = {
+            "text": spec.text,
+            "category": spec.category,
+            "heldout": item.heldout,
+            "spec": spec.to_dict(),
+            "seed": item.seed,
+            "correct": verdicts,
+            "detections": found,
+        }
+        return Judged(record, samples)
+
+    def settings(self, pipe: TextToImagePipeline) -> dict[str, Any]:
+        resolution = int(pipe.resolution)
+        return {
+            "seed": self.seed,
+            "n_per_category": self.n_per_category,
+            "n_heldout": self.n_heldout if self.heldout else 0,
+            "images_per_prompt": self.images_per_prompt,
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "time_shift": self.time_shift,
+            "sampler": self.sampler or DEFAULTS.sampler,
+            "step_cache": self.step_cache,
+            "batch_size": self.images_per_call,
+            "canvas": self.canvas,
+            "dummy_image": self.uses_dummy(pipe),
+            "resolution": resolution,
+            "resize": _resize_note(resolution, self.canvas),
+        }
+
+    def aggregate(
+        self, items: Sequence[Prompt], records: list[dict[str, Any]], timings: Timings
+    ) -> dict[str, Any]:
+        main_items = [it for it in records if not it["heldout"]]
+        held_items = [it for it in records if it["heldout"]]
+        n_images = len(records) * self.images_per_prompt
+        return {
+            **_score(main_items),
+            "heldout": _heldout_scores(held_items) if self.heldout else None,
+            "items": records,
+            "timings": {
+                "total_s": timings.total_s,
+                "generate_s": timings.run_s,
+                "judge_s": timings.judge_s,
+                "images": n_images,
+                "s_per_image": timings.total_s / n_images if n_images else 0.0,
+            },
+        }
+
+
 def evaluate_generation(
-    pipe: Any,
+    pipe: TextToImagePipeline,
     *,
     seed: int = 0,
     n_per_category: int = DEFAULT_N_PER_CATEGORY,
@@ -69,8 +233,8 @@ def evaluate_generation(
     """Score ``pipe``'s text-to-image on the Shapes prompts, GenEval style.
 
     Args:
-        pipe: a :class:`~cheers.pipeline.CheersPipeline` (or an object with the same
-            ``text_to_image``, ``resolution`` and ``model.config``).
+        pipe: a :class:`~cheers.pipeline.CheersPipeline` (or any
+            :class:`~cheers.evaluation.protocol.TextToImagePipeline`).
         seed: picks the prompt set and every image's noise; the same seed gives the same
             prompts and (on the same machine) the same images.
         n_per_category: prompts of each of the six categories.
@@ -108,129 +272,22 @@ def evaluate_generation(
     Raises:
         CheersError: on a bad setting (non-positive count, fewer than 2 steps, negative seed).
     """
-    check_seed(seed)
-    check_positive(n_per_category, "n_per_category")
-    check_positive(images_per_prompt, "images_per_prompt")
-    check_positive(batch_size, "batch_size")
-    check_steps(num_inference_steps, guidance_scale, time_shift)
-    n_heldout = n_per_category if n_heldout is None else n_heldout
-    if heldout:
-        check_positive(n_heldout, "n_heldout")
-
-    # (spec, is_heldout, noise seed): held-out prompts draw noise from their own stream.
-    jobs: list[tuple[PromptSpec, bool, int]] = [
-        (spec, False, item_seed(seed, "generation", i))
-        for i, spec in enumerate(benchmark_prompts(seed, n_per_category))
-    ]
-    if heldout:
-        jobs += [
-            (spec, True, item_seed(seed, "heldout_generation", i))
-            for i, spec in enumerate(heldout_prompts(seed, n_heldout))
-        ]
-
-    # One fixed noise image stands in front of every prompt (the reference draws a fresh one
-    # per call): a per-call one would tie a prompt's image to its batch-mates.
-    if dummy_image is None:
-        model = getattr(pipe, "model", None)
-        dummy_image = bool(getattr(getattr(model, "config", None), "dummy_image_prefix", False))
-    dummy: Any = False
-    if dummy_image:
-        from cheers.image import make_dummy_image
-
-        dummy = make_dummy_image(torch.Generator("cpu").manual_seed(item_seed(seed, "dummy", 0)))
-
-    prompts_per_call = max(1, batch_size // images_per_prompt)
-    items: list[dict[str, Any]] = []
-    samples: list[EvalSample] = []
-    generate_s = judge_s = 0.0
-    start = time.perf_counter()
-    bar = progress_bar(len(jobs), "shapes-gen", progress)
-    try:
-        for chunk in batches(jobs, prompts_per_call):
-            t0 = time.perf_counter()
-            out = pipe.text_to_image(
-                [spec.text for spec, _, _ in chunk],
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
-                time_shift=time_shift,
-                sampler=sampler,
-                step_cache=StepCache(interval=step_cache) if step_cache else None,
-                num_images_per_prompt=images_per_prompt,
-                latents=seeded_noise(pipe, [s for _, _, s in chunk], images_per_prompt),
-                dummy_image=dummy,
-                output_type="pil",
-            )
-            images = list(out.images)
-            t1 = time.perf_counter()
-            generate_s += t1 - t0
-            if len(images) != len(chunk) * images_per_prompt:
-                raise CheersError(
-                    f"the pipeline returned {len(images)} images for {len(chunk)} prompts × "
-                    f"{images_per_prompt}; expected one per prompt and noise"
-                )
-            for j, (spec, is_heldout, noise_seed) in enumerate(chunk):
-                unit = len(items)
-                group = f"heldout/{spec.category}" if is_heldout else spec.category
-                verdicts, found = [], []
-                for image in images[j * images_per_prompt : (j + 1) * images_per_prompt]:
-                    judged = to_canvas(image, canvas)
-                    detections = detect(judged)
-                    ok = judge(spec, detections)
-                    verdicts.append(ok)
-                    found.append(describe(detections))
-                    samples.append(EvalSample(judged, spec.text, ok, group, unit))
-                items.append(
-                    {
-                        "text": spec.text,
-                        "category": spec.category,
-                        "heldout": is_heldout,
-                        "spec": spec.to_dict(),
-                        "seed": noise_seed,
-                        "correct": verdicts,
-                        "detections": found,
-                    }
-                )
-            judge_s += time.perf_counter() - t1
-            if bar is not None:
-                bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
-    total_s = time.perf_counter() - start
-
-    main_items = [it for it in items if not it["heldout"]]
-    held_items = [it for it in items if it["heldout"]]
-    n_images = len(items) * images_per_prompt
-    return {
-        "task": TASK,
-        "settings": {
-            "seed": seed,
-            "n_per_category": n_per_category,
-            "n_heldout": n_heldout if heldout else 0,
-            "images_per_prompt": images_per_prompt,
-            "num_inference_steps": num_inference_steps,
-            "guidance_scale": guidance_scale,
-            "time_shift": time_shift,
-            "sampler": sampler or DEFAULTS.sampler,
-            "step_cache": step_cache,
-            "batch_size": batch_size,
-            "canvas": canvas,
-            "dummy_image": dummy_image,
-            "resolution": int(pipe.resolution),
-            "resize": _resize_note(int(pipe.resolution), canvas),
-        },
-        **_score(main_items),
-        "heldout": _heldout_scores(held_items) if heldout else None,
-        "items": items,
-        "timings": {
-            "total_s": total_s,
-            "generate_s": generate_s,
-            "judge_s": judge_s,
-            "images": n_images,
-            "s_per_image": total_s / n_images if n_images else 0.0,
-        },
-        "samples": samples,
-    }
+    bench = ShapesGen(
+        seed=seed,
+        n_per_category=n_per_category,
+        images_per_prompt=images_per_prompt,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        time_shift=time_shift,
+        sampler=sampler,
+        step_cache=step_cache,
+        images_per_call=batch_size,
+        heldout=heldout,
+        n_heldout=n_heldout,
+        canvas=canvas,
+        dummy_image=dummy_image,
+    )
+    return run_benchmark(bench, pipe, progress=progress)
 
 
 def _per_image(items: list[dict[str, Any]]) -> list[tuple[PromptSpec, bool]]:
@@ -258,3 +315,51 @@ def _resize_note(resolution: int, canvas: int) -> str:
     if resolution == canvas:
         return "none"
     return "box (area) downsampling" if resolution > canvas else "nearest upsampling"
+
+
+# ------------------------------------------------------------------------------- command
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    flags.add_report_flags(p, DEFAULT_N_PER_CATEGORY, "prompts per category (six categories)")
+    flags.add_heldout_flags(p, "prompts per category (colors, color_attr)")
+    p.add_argument(
+        "--no-dummy-image",
+        action="store_true",
+        help=(
+            "do not put a noise image in front of the prompts (by default the model config's "
+            "dummy_image_prefix decides: on for the released model, off for models trained here)"
+        ),
+    )
+    flags.add_sampling_flags(p, "shapes-gen", per_prompt=True, step_cache=True)
+    flags.add_run_flags(p, DEFAULT_BATCH_SIZE, "images per model call, rounded down to prompts")
+
+
+def _build(args: argparse.Namespace) -> ShapesGen:
+    s = flags.sampling_settings(args)
+    flags.check_counts(args, "n", "batch_size", "grid_cells", "n_heldout")
+    flags.check_canvas(args)
+    return ShapesGen(
+        seed=s.seed,
+        n_per_category=args.n,
+        images_per_prompt=s.images_per_prompt,
+        num_inference_steps=s.steps,
+        guidance_scale=flags.guidance(args, s),
+        time_shift=s.time_shift,
+        sampler=args.sampler,
+        step_cache=args.step_cache,
+        images_per_call=args.batch_size,
+        canvas=args.canvas,
+        dummy_image=False if args.no_dummy_image else None,
+        **flags.heldout(args),  # type: ignore[arg-type]
+    )
+
+
+COMMAND = EvalCommand(
+    TASK,
+    "text-to-image on Shapes prompts, judged by the detector (GenEval style)",
+    _add_flags,
+    _build,
+    report_target,
+    finish_report,
+)
+
+__all__ = ["COMMAND", "Prompt", "ShapesGen", "evaluate_generation"]

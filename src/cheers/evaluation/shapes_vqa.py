@@ -11,19 +11,23 @@ questions). Questions about scenes holding a held-out composition
 
 from __future__ import annotations
 
-import time
-from typing import Any
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
+from cheers.evaluation import flags
+from cheers.evaluation.benchmark import Judged, Timings, run_benchmark
+from cheers.evaluation.command import EvalCommand, finish_report, report_target
 from cheers.evaluation.common import (
     EvalSample,
     accuracy_counts,
-    batches,
     check_positive,
     check_seed,
-    progress_bar,
     rate,
 )
-from cheers.shapes import QUESTION_TYPES, score_answer, score_questions
+from cheers.evaluation.protocol import UnderstandingPipeline
+from cheers.shapes import QUESTION_TYPES, QuestionSpec, score_answer, score_questions
 from cheers.shapes.dataset import QuestionRecord, benchmark_questions, heldout_questions
 from cheers.shapes.render import DEFAULT_CANVAS
 
@@ -35,8 +39,108 @@ DEFAULT_MAX_NEW_TOKENS = 8
 DEFAULT_BATCH_SIZE = 16
 
 
+class Asked(NamedTuple):
+    """One item: a question with its scene and image, and whether it is held out."""
+
+    record: QuestionRecord
+    heldout: bool
+
+
+@dataclass
+class ShapesVQA:
+    """The benchmark; arguments as in :func:`evaluate_understanding`, checked on creation."""
+
+    seed: int = 0
+    n: int = DEFAULT_N
+    batch_size: int = DEFAULT_BATCH_SIZE
+    heldout: bool = True
+    n_heldout: int | None = None
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    canvas: int = DEFAULT_CANVAS
+    name: ClassVar[str] = TASK
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+        check_positive(self.n, "n")
+        check_positive(self.batch_size, "batch_size")
+        check_positive(self.max_new_tokens, "max_new_tokens")
+        if self.n_heldout is None:
+            self.n_heldout = self.n
+        if self.heldout:
+            check_positive(self.n_heldout, "n_heldout")
+
+    def items(self) -> list[Asked]:
+        jobs = [Asked(r, False) for r in benchmark_questions(self.seed, self.n, self.canvas)]
+        if self.heldout:
+            assert self.n_heldout is not None
+            jobs += [
+                Asked(r, True) for r in heldout_questions(self.seed, self.n_heldout, self.canvas)
+            ]
+        return jobs
+
+    def run(self, pipe: UnderstandingPipeline, batch: Sequence[Asked]) -> list[str]:
+        return list(
+            pipe.understand(
+                [job.record.image for job in batch],
+                [job.record.question.text for job in batch],
+                max_new_tokens=self.max_new_tokens,
+                temperature=0.0,
+            )
+        )
+
+    def judge(self, item: Asked, output: str, unit: int) -> Judged:
+        record, q = item.record, item.record.question
+        ok = score_answer(output, q.answer)
+        group = f"heldout/{q.kind}" if item.heldout else q.kind
+        sample = EvalSample(record.image, q.text, ok, group, unit, answer=output, gold=q.answer)
+        return Judged(
+            {
+                "question": q.text,
+                "kind": q.kind,
+                "qtype": q.qtype,
+                "multiple_choice": q.multiple_choice,
+                "heldout": item.heldout,
+                "gold": q.answer,
+                "answer": output,
+                "correct": ok,
+                "scene": record.scene.to_dict(),
+            },
+            [sample],
+        )
+
+    def settings(self, pipe: Any) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "n": self.n,
+            "n_heldout": self.n_heldout if self.heldout else 0,
+            "batch_size": self.batch_size,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": 0.0,
+            "canvas": self.canvas,
+        }
+
+    def aggregate(
+        self, items: Sequence[Asked], records: list[dict[str, Any]], timings: Timings
+    ) -> dict[str, Any]:
+        # Records are in item order, so a split by the held-out flag keeps them paired.
+        def split(held: bool) -> tuple[list[dict[str, Any]], list[QuestionSpec]]:
+            pairs = [(r, job) for r, job in zip(records, items, strict=True) if job.heldout is held]
+            return [r for r, _ in pairs], [job.record.question for _, job in pairs]
+
+        return {
+            **_score(*split(False)),
+            "heldout": _score(*split(True)) if self.heldout else None,
+            "items": records,
+            "timings": {
+                "total_s": timings.total_s,
+                "questions": len(records),
+                "s_per_question": timings.total_s / len(records) if records else 0.0,
+            },
+        }
+
+
 def evaluate_understanding(
-    pipe: Any,
+    pipe: UnderstandingPipeline,
     *,
     seed: int = 0,
     n: int = DEFAULT_N,
@@ -50,8 +154,8 @@ def evaluate_understanding(
     """Score ``pipe``'s answers to the Shapes questions (greedy decoding, exact match).
 
     Args:
-        pipe: a :class:`~cheers.pipeline.CheersPipeline` (or an object with the same
-            ``understand``).
+        pipe: a :class:`~cheers.pipeline.CheersPipeline` (or any
+            :class:`~cheers.evaluation.protocol.UnderstandingPipeline`).
         seed: picks the question set; the same seed gives the same questions and images.
         n: questions; question ``i`` has type ``i % 4`` and is multiple-choice when
             ``(i // 4)`` is odd.
@@ -75,100 +179,13 @@ def evaluate_understanding(
     Raises:
         CheersError: on a bad setting.
     """
-    check_seed(seed)
-    check_positive(n, "n")
-    check_positive(batch_size, "batch_size")
-    check_positive(max_new_tokens, "max_new_tokens")
-    n_heldout = n if n_heldout is None else n_heldout
-    if heldout:
-        check_positive(n_heldout, "n_heldout")
-
-    jobs: list[tuple[QuestionRecord, bool]] = [
-        (r, False) for r in benchmark_questions(seed, n, canvas)
-    ]
-    if heldout:
-        jobs += [(r, True) for r in heldout_questions(seed, n_heldout, canvas)]
-
-    items: list[dict[str, Any]] = []
-    samples: list[EvalSample] = []
-    start = time.perf_counter()
-    bar = progress_bar(len(jobs), "shapes-vqa", progress)
-    try:
-        for chunk in batches(jobs, batch_size):
-            answers = pipe.understand(
-                [r.image for r, _ in chunk],
-                [r.question.text for r, _ in chunk],
-                max_new_tokens=max_new_tokens,
-                temperature=0.0,
-            )
-            for (record, is_heldout), answer in zip(chunk, answers, strict=True):
-                q = record.question
-                ok = score_answer(answer, q.answer)
-                group = f"heldout/{q.kind}" if is_heldout else q.kind
-                samples.append(
-                    EvalSample(
-                        record.image,
-                        q.text,
-                        ok,
-                        group,
-                        len(items),
-                        answer=answer,
-                        gold=q.answer,
-                    )
-                )
-                items.append(
-                    {
-                        "question": q.text,
-                        "kind": q.kind,
-                        "qtype": q.qtype,
-                        "multiple_choice": q.multiple_choice,
-                        "heldout": is_heldout,
-                        "gold": q.answer,
-                        "answer": answer,
-                        "correct": ok,
-                        "scene": record.scene.to_dict(),
-                    }
-                )
-            if bar is not None:
-                bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
-    total_s = time.perf_counter() - start
-
-    # Items are in job order, so a split by the held-out flag keeps records and items aligned.
-    def split(held: bool) -> tuple[list[dict[str, Any]], list[QuestionRecord]]:
-        pairs = [(it, r) for it, (r, h) in zip(items, jobs, strict=True) if h is held]
-        return [it for it, _ in pairs], [r for _, r in pairs]
-
-    return {
-        "task": TASK,
-        "settings": {
-            "seed": seed,
-            "n": n,
-            "n_heldout": n_heldout if heldout else 0,
-            "batch_size": batch_size,
-            "max_new_tokens": max_new_tokens,
-            "temperature": 0.0,
-            "canvas": canvas,
-        },
-        **_score(*split(False)),
-        "heldout": _score(*split(True)) if heldout else None,
-        "items": items,
-        "timings": {
-            "total_s": total_s,
-            "questions": len(items),
-            "s_per_question": total_s / len(items) if items else 0.0,
-        },
-        "samples": samples,
-    }
+    bench = ShapesVQA(seed, n, batch_size, heldout, n_heldout, max_new_tokens, canvas)
+    return run_benchmark(bench, pipe, progress=progress)
 
 
-def _score(items: list[dict[str, Any]], records: list[QuestionRecord]) -> dict[str, Any]:
-    """Scores of one question set; ``records`` and ``items`` are in the same order."""
-    scores = score_questions(
-        (r.question, it["answer"]) for r, it in zip(records, items, strict=True)
-    )
+def _score(items: list[dict[str, Any]], questions: list[QuestionSpec]) -> dict[str, Any]:
+    """Scores of one question set; ``questions`` and ``items`` are in the same order."""
+    scores = score_questions((q, it["answer"]) for q, it in zip(questions, items, strict=True))
     counts = accuracy_counts((it["kind"], it["correct"]) for it in items)
     types = accuracy_counts((it["qtype"], it["correct"]) for it in items)
     forms = accuracy_counts(
@@ -182,3 +199,45 @@ def _score(items: list[dict[str, Any]], records: list[QuestionRecord]) -> dict[s
         },
         "by_form": {f: rate(c["correct"], c["total"]) for f, c in sorted(forms.items())},
     }
+
+
+# ------------------------------------------------------------------------------- command
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    flags.add_report_flags(p, DEFAULT_N, "questions")
+    flags.add_seed_flag(p, "default: 0")
+    flags.add_heldout_flags(p, "questions")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=DEFAULT_MAX_NEW_TOKENS,
+        metavar="N",
+        help="the longest answer, in tokens (answers are greedy)",
+    )
+    flags.add_run_flags(p, DEFAULT_BATCH_SIZE, "questions per call")
+
+
+def _build(args: argparse.Namespace) -> ShapesVQA:
+    seed = 0 if args.seed is None else args.seed
+    flags.check_seed_flag(seed)
+    flags.check_counts(args, "n", "batch_size", "grid_cells", "n_heldout", "max_new_tokens")
+    flags.check_canvas(args)
+    return ShapesVQA(
+        seed=seed,
+        n=args.n,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        canvas=args.canvas,
+        **flags.heldout(args),  # type: ignore[arg-type]
+    )
+
+
+COMMAND = EvalCommand(
+    TASK,
+    "one-word questions about Shapes scenes, exact-match accuracy",
+    _add_flags,
+    _build,
+    report_target,
+    finish_report,
+)
+
+__all__ = ["COMMAND", "ShapesVQA", "evaluate_understanding"]

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from cheers.errors import CheersError
+from cheers.evaluation.protocol import ChatPipeline, UnderstandingPipeline
+
+
+class AnsweringPipeline(UnderstandingPipeline, ChatPipeline, Protocol):
+    """What the harness adapters call: ``understand`` with images, ``chat`` without."""
 
 
 def load(model_path: str | None, dtype: str | None, device: str | None) -> Any:
     """The pipeline of ``model_path`` (default: the model embedded in the package)."""
-    from cheers.cli import load_pipeline
+    from cheers.loading import load_pipeline
 
     return load_pipeline(model_path, dtype, device)
 
 
 def answer(
-    pipe: Any,
+    pipe: AnsweringPipeline,
     images: Sequence[Any],
     text: str,
     max_new_tokens: int,
@@ -28,5 +33,5 @@ def answer(
         raise CheersError("the request has neither text nor images")
     options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
     if images:
-        return pipe.understand(list(images), text, **options)
-    return pipe.chat(text, **options)
+        return str(pipe.understand(list(images), text, **options))
+    return str(pipe.chat(text, **options))

@@ -1,0 +1,95 @@
+"""The web UI in a real headless browser (Debian's Chromium, never a downloaded one): the page
+loads, a generation appears, an upload is answered and edited, a chat answer streams in.
+
+``CHEERS_SCREENSHOT=docs/images/serving-ui.png`` also saves the screenshot the docs show.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from live_server import STEPS, png_bytes
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip(f"no system Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+def test_page_generates_images_and_streams_an_answer(browser, live, pipe, tmp_path):
+    page = browser.new_page(viewport={"width": 1000, "height": 520})
+    page.goto(live.url)
+    page.wait_for_selector("body[data-ready=true]")
+    assert "model cheers" in page.text_content("#status")
+
+    # Text to image: two images appear, 64×64 each.
+    page.fill("#generate-form textarea[name=prompt]", "a red circle")
+    page.fill("#generate-form input[name=n]", "2")
+    page.fill("#generate-form input[name=seed]", "3")
+    page.fill("#generate-form input[name=num_inference_steps]", str(STEPS))
+    page.click("#generate-form button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('#generate-images img').length === 2")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#generate-images img')].every(i => i.naturalWidth === 64)"
+    )
+
+    # Ask about an uploaded image: the answer the pipeline gives.
+    source = pipe("a red circle", num_inference_steps=8, generator=0).images[0]
+    upload = tmp_path / "circle.png"
+    upload.write_bytes(png_bytes(source))
+    page.click("button[data-tab=ask]")
+    page.set_input_files("#ask-form input[name=image]", str(upload))
+    page.fill("#ask-form input[name=question]", "What color is the shape?")
+    page.click("#ask-form button[type=submit]")
+    expected = pipe.understand(source, "What color is the shape?", max_new_tokens=64)
+    page.wait_for_function(f"document.querySelector('#ask-answer').textContent === {expected!r}")
+
+    # Edit the uploaded image: two edited images appear.
+    page.click("button[data-tab=edit]")
+    page.set_input_files("#edit-form input[name=image]", str(upload))
+    page.fill("#edit-form input[name=num_inference_steps]", str(STEPS + 1))
+    page.click("#edit-form button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('#edit-images img').length === 2")
+    assert not page.locator("#edit .error").is_visible()
+
+    # Chat: the answer streams in, one chunk per token, and equals the pipeline's.
+    page.click("button[data-tab=chat]")
+    page.fill("#chat-form input[name=max_tokens]", "12")
+    page.fill("#chat-form input[name=seed]", "5")
+    page.fill("#chat-form input[name=message]", "Who are you?")
+    page.click("#chat-form button[type=submit]")
+    page.wait_for_selector("#chat-log .message.assistant.done")
+    reply = page.locator("#chat-log .message.assistant").last
+    assert reply.get_attribute("data-chunks") == "12"
+    messages = [{"role": "user", "content": "Who are you?"}]
+    assert reply.text_content() == pipe.chat(messages, max_new_tokens=12, generator=5)
+    assert not page.locator("#chat .error").is_visible()
+
+    page.click("button[data-tab=generate]")
+    page.screenshot(path=str(tmp_path / "serving-ui.png"))
+    target = os.environ.get("CHEERS_SCREENSHOT")
+    if target:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "serving-ui.png", target)
