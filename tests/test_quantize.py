@@ -40,3 +40,20 @@ def test_int8_load_in_bfloat16_keeps_bfloat16_compute():
     assert isinstance(layer, Int8Linear) and layer.weight.dtype == torch.int8
     assert model.dtype == torch.bfloat16
     assert model.model.language_model.embed_tokens.weight.dtype == torch.bfloat16
+
+
+def test_the_cli_loads_int8_and_refuses_offload_on_the_cpu(capsys, tmp_path):
+    from PIL import Image
+
+    from cheers.cli import main
+    from cheers.pipeline import CheersPipeline
+
+    image = tmp_path / "in.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(image)
+    flags = ["--model", MODEL, "--device", "cpu", "--max-new-tokens", "4"]
+    assert main(["ask", str(image), "--question", "What color?", "--quantize", "int8", *flags]) == 0
+    int8 = CheersPipeline.from_pretrained(MODEL, quantize="int8")
+    expected = int8.understand(str(image), "What color?", max_new_tokens=4)
+    assert capsys.readouterr().out == expected + "\n"
+    assert main(["ask", str(image), "--question", "What color?", "--offload", *flags]) == 2
+    assert "--offload" in capsys.readouterr().err
