@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -137,6 +138,22 @@ def measure(folder: Path, mode: str, tokens: int, generation: bool = True) -> di
     return out
 
 
+def decoding(folder: Path, mode: str, tokens: int, repeats: int = 3) -> dict:
+    """Text-only greedy decoding of ``tokens`` tokens after a short prompt (no image), the
+    memory-bound part: decoding tokens/s per repeat."""
+    from gpu_engine import greedy_answer
+
+    from cheers.pipeline import CheersPipeline
+
+    dtype, quantize, _ = MODES[mode]
+    pipe = CheersPipeline.from_pretrained(folder, dtype=dtype, quantize=quantize)
+    rates = []
+    for _ in range(repeats):
+        _, seconds, _, _ = greedy_answer(pipe, None, tokens, question=PROMPT)
+        rates.append((tokens - 1) / seconds)
+    return {"decode_tokens_per_s": rates}
+
+
 def run(task: str, args: argparse.Namespace) -> dict:
     """``task`` in a fresh process (its own peak RSS), one at a time."""
     out = args.folder.parent / f".{args.folder.name}-{task}.json"
@@ -144,12 +161,14 @@ def run(task: str, args: argparse.Namespace) -> dict:
     cmd += ["--folder", str(args.folder), "--tokens", str(args.tokens)]
     cmd += ["--tiny"] if args.tiny else []
     cmd += ["--loads-only"] if args.loads_only else []
+    cmd += ["--decode-tokens", str(args.decode_tokens)]
     threads = str(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE"}
     subprocess.run(cmd, env=env, check=True)
     result = json.loads(out.read_text())
     out.unlink()
-    print(f"{task}: {json.dumps({k: round(v, 3) for k, v in result.items()})}", flush=True)
+    shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
+    print(f"{task}: {json.dumps(shown)}", flush=True)
     return result
 
 
@@ -164,17 +183,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="the tiny preset (script check)")
     parser.add_argument("--keep", action="store_true", help="keep the saved model folder")
     parser.add_argument("--loads-only", action="store_true", help="no generation timings")
+    parser.add_argument(
+        "--decode-tokens",
+        type=int,
+        default=0,
+        help="also time text-only greedy decoding of N tokens in float32 and int8, in the "
+        "order float32, int8, int8, float32 (fresh processes), 3 repeats each",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         task = args.worker
-        result = (
-            build(args.folder, args.tiny)
-            if task == "build"
-            else measure(args.folder, task, args.tokens, not args.loads_only)
-        )
+        if task == "build":
+            result = build(args.folder, args.tiny)
+        elif task.startswith("decode-"):
+            result = decoding(args.folder, task.removeprefix("decode-"), args.decode_tokens)
+        else:
+            result = measure(args.folder, task, args.tokens, not args.loads_only)
         args.out.write_text(json.dumps(result))
         return 0
     modes = args.modes.split(",")
@@ -191,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         results["build"] = run("build", args)
         for mode in modes:
             results[mode] = run(mode, args)
+        if args.decode_tokens:
+            for mode in ("float32", "int8", "int8", "float32"):  # ABBA: drift hits both alike
+                rates = run(f"decode-{mode}", args)["decode_tokens_per_s"]
+                results.setdefault(f"decode-{mode}", []).extend(rates)
     finally:
         if not args.keep:
             shutil.rmtree(args.folder, ignore_errors=True)
@@ -214,6 +245,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{(r['load_peak_rss_mb'] - r['base_rss_mb']) / r['weights_mb']:20.2f} "
             f"{r['touched_rss_mb']:12.0f} {r['load_s']:7.1f} {i2t} {step}"
         )
+    for mode in ("float32", "int8"):
+        if f"decode-{mode}" in results:
+            rates = results[f"decode-{mode}"]
+            print(
+                f"text decoding ({args.decode_tokens} tokens), {mode}: median "
+                f"{statistics.median(rates):.2f} tokens/s (runs: "
+                + ", ".join(f"{r:.2f}" for r in rates)
+                + ")"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -88,15 +88,20 @@ def time_t2i(pipe: CheersPipeline, steps: int, guidance: float, repeats: int) ->
 
 @torch.inference_mode()
 def greedy_answer(
-    pipe: CheersPipeline, image: np.ndarray, tokens: int, question: str = QUESTION
+    pipe: CheersPipeline, image: np.ndarray | None, tokens: int, question: str = QUESTION
 ) -> tuple[float, float, torch.Tensor, torch.Tensor]:
-    """One image-to-text request decoded greedily for exactly ``tokens`` tokens (EOS ignored):
-    ``(first-token seconds, decoding seconds, first logits (1, V), token ids (tokens,))``."""
+    """One image-to-text request (text only when ``image`` is None) decoded greedily for
+    exactly ``tokens`` tokens (EOS ignored): ``(first-token seconds, decoding seconds, first
+    logits (1, V), token ids (tokens,))``."""
     sync(pipe.device)
     start = time.perf_counter()
-    img = pipe.model.understanding_tokens(pipe._pixels([image]))
-    ids = pipe._chat_ids([{"role": "user", "content": "<im_start><image><im_end>\n" + question}])
-    batch = left_pad(pipe._sequences([ids], [[img[0]]], [None]))
+    if image is None:
+        images, content = [], question
+    else:
+        images = [pipe.model.understanding_tokens(pipe._pixels([image]))[0]]
+        content = "<im_start><image><im_end>\n" + question
+    ids = pipe._chat_ids([{"role": "user", "content": content}])
+    batch = left_pad(pipe._sequences([ids], [images], [None]))
     prefix = prefill(pipe.model, batch, room=tokens)
     logits = pipe.model.logits(prefix.hidden[:, -1])
     sync(pipe.device)
