@@ -122,7 +122,7 @@ def test_int8_weights_with_bfloat16_compute():
 
     def run():
         pipe("a red circle", latents=noise, num_inference_steps=2, output_type="latent")
-        pipe.understand(noise.new_zeros(3, 64, 64), "What shape is it?", max_new_tokens=2)
+        pipe.understand(np.zeros((64, 64, 3), np.uint8), "What shape is it?", max_new_tokens=2)
 
     # bfloat16 activations; float32 only where a module computes in it on purpose (the
     # RMSNorm statistics, the flow heads' modulation, the velocity).
