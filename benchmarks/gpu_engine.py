@@ -10,11 +10,17 @@ regionally: each LLM decoder layer, each ViT encoder layer and each flow-head bl
 on its own (small graphs, compiled once and reused by every layer of the same shape), which
 covers the denoising step and text decoding alike. The first run of each mode is a warm-up
 (compilation) and is not timed.
+
+Two small-hardware modes (issue 13), each on a freshly built model after the others are freed:
+``int8`` (weight-only int8 linear layers of the LLM, the ViT and the flow heads, eager) and
+``offload`` (``pipe.enable_model_cpu_offload``: the large components wait on the CPU and visit
+the GPU one at a time, eager). Their peak GPU memory is the figure that matters.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -30,8 +36,10 @@ from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline
 from cheers.sequence import left_pad
 from cheers.tokenizer import CheersTokenizer
+from cheers.transforms.quantize import quantize_int8
 
 ROOT = Path(__file__).resolve().parents[1]
+MODES = ("eager", "compiled", "int8", "offload")
 PROMPT = "A photo of a red bicycle leaning against a yellow wall."
 QUESTION = "Describe this image."
 
@@ -79,38 +87,49 @@ def time_t2i(pipe: CheersPipeline, steps: int, guidance: float, repeats: int) ->
 
 
 @torch.inference_mode()
+def greedy_answer(
+    pipe: CheersPipeline, image: np.ndarray | None, tokens: int, question: str = QUESTION
+) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """One image-to-text request (text only when ``image`` is None) decoded greedily for
+    exactly ``tokens`` tokens (EOS ignored): ``(first-token seconds, decoding seconds, first
+    logits (1, V), token ids (tokens,))``."""
+    sync(pipe.device)
+    start = time.perf_counter()
+    if image is None:
+        images, content = [], question
+    else:
+        images = [pipe.model.understanding_tokens(pipe._pixels([image]))[0]]
+        content = "<im_start><image><im_end>\n" + question
+    ids = pipe._chat_ids([{"role": "user", "content": content}])
+    batch = left_pad(pipe._sequences([ids], [images], [None]))
+    prefix = prefill(pipe.model, batch, room=tokens)
+    logits = pipe.model.logits(prefix.hidden[:, -1])
+    sync(pipe.device)
+    first = time.perf_counter()
+    out = decode_text(
+        pipe.model,
+        prefix.cache,
+        batch.valid,
+        batch.lengths,
+        prefix.length,
+        logits,
+        tokens,
+        eos_id=-1,
+        pad_id=0,
+    )
+    sync(pipe.device)
+    return first - start, time.perf_counter() - first, logits.float(), out.tokens[0]
+
+
 def time_i2t(pipe: CheersPipeline, tokens: int, repeats: int) -> tuple[list[float], list[float]]:
     """(first-token seconds, decode tokens/s) per repeat, EOS ignored so every run is full."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (pipe.resolution, pipe.resolution, 3), dtype=np.uint8)
     firsts, rates = [], []
     for _ in range(repeats):
-        sync(pipe.device)
-        start = time.perf_counter()
-        img = pipe.model.understanding_tokens(pipe._pixels([image]))
-        ids = pipe._chat_ids(
-            [{"role": "user", "content": "<im_start><image><im_end>\n" + QUESTION}]
-        )
-        batch = left_pad(pipe._sequences([ids], [[img[0]]], [None]))
-        prefix = prefill(pipe.model, batch, room=tokens)
-        logits = pipe.model.logits(prefix.hidden[:, -1])
-        sync(pipe.device)
-        first = time.perf_counter()
-        decode_text(
-            pipe.model,
-            prefix.cache,
-            batch.valid,
-            batch.lengths,
-            prefix.length,
-            logits,
-            tokens,
-            eos_id=-1,
-            pad_id=0,
-        )
-        sync(pipe.device)
-        end = time.perf_counter()
-        firsts.append(first - start)
-        rates.append((tokens - 1) / (end - first))
+        first, decoding, _, _ = greedy_answer(pipe, image, tokens)
+        firsts.append(first)
+        rates.append((tokens - 1) / decoding)
     return firsts, rates
 
 
@@ -150,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, default=9.5)
     parser.add_argument("--tokens", type=int, default=128, help="decoded tokens per request")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--modes", default="eager,compiled")
+    parser.add_argument("--modes", default="eager,compiled", help=f"of {', '.join(MODES)}")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -162,17 +181,32 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    pipe = build(args.tiny, device, dtype)
+    modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        parser.error(f"unknown mode(s) {unknown}; use some of {', '.join(MODES)}")
     import torch._dynamo as dynamo
 
     # Every layer is its own region; decoding's growing cache length is one dynamic shape.
     dynamo.config.cache_size_limit = 64
     results = {}
-    for mode in args.modes.split(","):
+    pipe = build(args.tiny, device, dtype) if {"eager", "compiled"} & set(modes) else None
+    for mode in [m for m in MODES if m in modes]:  # eager before compiled; fresh models last
         if mode == "compiled":
             compile_regions(pipe.model)
-        elif mode != "eager":
-            parser.error(f"unknown mode {mode!r}; use eager and/or compiled")
+        elif mode in ("int8", "offload"):
+            # Free the previous model first (compiled graphs hold it too): its weights would
+            # count in this mode's peak.
+            pipe = None
+            dynamo.reset()
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            pipe = build(args.tiny, device, dtype)
+            if mode == "int8":
+                quantize_int8(pipe.model)
+            else:
+                pipe.enable_model_cpu_offload(device)
         results[mode] = measure(pipe, args)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     res = 64 if args.tiny else 512

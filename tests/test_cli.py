@@ -37,10 +37,11 @@ def _load_once(monkeypatch, pipeline_cache):
     """Every test of the module shares one loaded model (loading dominates the run time)."""
     real = loading.load_pipeline
 
-    def load(model, dtype, device):
-        key = (model if model is not None else str(loading.default_model_path()), dtype, device)
+    def load(model, dtype, device, **options):
+        name = model if model is not None else str(loading.default_model_path())
+        key = (name, dtype, device, *sorted((k, v) for k, v in options.items() if v))
         if key not in pipeline_cache:
-            pipeline_cache[key] = real(model, dtype, device)
+            pipeline_cache[key] = real(model, dtype, device, **options)
         return pipeline_cache[key]
 
     monkeypatch.setattr(loading, "load_pipeline", load)

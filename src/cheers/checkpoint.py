@@ -2,7 +2,10 @@
 
 A model folder holds ``config.json``, the weights as ``model.safetensors`` or as shards listed
 by a ``*.safetensors.index.json``, and the tokenizer files. :func:`load_model` builds the model
-on the meta device and fills it tensor by tensor, so a 5.6 GB checkpoint never exists twice.
+on the meta device and fills it tensor by tensor, so a 5.6 GB checkpoint never exists twice: a
+tensor already in the requested dtype (on CPU) becomes the module's storage as it is mapped
+from the file (no copy); every other one is read through a mapping of its own, converted (or
+quantized), and its mapping closed before the next is read.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from cheers._files import ensure_folder, staged_files
 from cheers.config import CheersConfig
@@ -31,6 +35,10 @@ _DTYPES = {
     "float16": torch.float16,
     "fp16": torch.float16,
 }
+# safetensors' dtype codes of the dtypes a model loads in, and of every floating dtype.
+_CODES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+_FLOAT_CODES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+QUANTIZE_CHOICES = ("int8",)
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 EMBED_KEY = "model.language_model.embed_tokens.weight"
 LM_HEAD_KEY = "lm_head.weight"
@@ -157,10 +165,43 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def iter_tensors(
-    files: list[Path], skip: frozenset[str] = frozenset()
+    files: list[Path],
+    skip: frozenset[str] = frozenset(),
+    mapped: Callable[[str, str], bool] | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every (name, tensor) of the files but ``skip``, read lazily; corrupt files raise
-    CheckpointError."""
+    """Every (name, tensor) of the files but ``skip``, read lazily (memory-mapped); corrupt
+    files raise CheckpointError.
+
+    ``mapped(name, dtype_code)`` says which tensors are kept as stored (they share the file's
+    mapping, which lives as long as any of them); every other tensor comes through a mapping
+    of its own, released when the caller drops the tensor, so reading and converting
+    tensor after tensor holds at most one of them in memory. ``None`` keeps every tensor.
+    """
+    for file in files:
+        if file.stat().st_size == 0:
+            raise CheckpointError(f"{file} is empty (0 bytes); re-download or re-save it")
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    if name in skip:
+                        continue
+                    if mapped is None or mapped(name, handle.get_slice(name).get_dtype()):
+                        yield name, handle.get_tensor(name)
+                    else:
+                        with safe_open(str(file), framework="pt") as own:
+                            tensor = own.get_tensor(name)
+                        yield name, tensor
+                        del tensor  # the caller holds the only reference now
+        except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+            raise CheckpointError(
+                f"{file} is truncated or corrupt and cannot be read ({err}); "
+                "re-download or re-save it"
+            ) from err
+
+
+def stored_shapes(files: list[Path], skip: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """Every stored tensor as an empty ``meta`` tensor of its shape (headers only)."""
+    shapes: dict[str, torch.Tensor] = {}
     for file in files:
         if file.stat().st_size == 0:
             raise CheckpointError(f"{file} is empty (0 bytes); re-download or re-save it")
@@ -168,12 +209,14 @@ def iter_tensors(
             with safe_open(str(file), framework="pt") as handle:
                 for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
                     if name not in skip:
-                        yield name, handle.get_tensor(name)
+                        shape = handle.get_slice(name).get_shape()
+                        shapes[name] = torch.empty(shape, device="meta")
         except (SafetensorError, OSError, RuntimeError, ValueError) as err:
             raise CheckpointError(
                 f"{file} is truncated or corrupt and cannot be read ({err}); "
                 "re-download or re-save it"
             ) from err
+    return shapes
 
 
 def _sample_rows(files: list[Path], key: str, rows: int = 4) -> torch.Tensor | None:
@@ -234,12 +277,19 @@ def load_model(
     name_or_path: str | os.PathLike[str],
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
+    quantize: str | None = None,
 ) -> Cheers:
-    """Load a Cheers model folder (local path or Hub id) in eval mode.
+    """Load a Cheers model folder (local path or Hub id) in eval mode, tensor by tensor.
 
-    ``dtype``: "float32" / "bfloat16" / a torch dtype; by default bfloat16 on CUDA and float32
-    elsewhere. ``device``: where the weights go (default CPU).
+    ``dtype``: the compute dtype, "float32" / "bfloat16" / a torch dtype; by default bfloat16
+    on CUDA and float32 elsewhere. ``device``: where the weights go (default CPU).
+    ``quantize``: "int8" stores the linear layers of the LLM, the ViT and the flow heads as
+    int8 weights (:mod:`cheers.transforms.quantize`), each quantized as it is read.
     """
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise CheckpointError(
+            f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZE_CHOICES)} or none"
+        )
     folder = resolve_model_path(name_or_path)
     config = CheersConfig.from_json(folder)
     device = resolve_device(device)
@@ -248,7 +298,8 @@ def load_model(
     tied = config.text_config.tie_word_embeddings
     # A tied head is the embedding table: its second stored copy (as large as the table) is
     # never read; a sample of its rows still catches a checkpoint whose head differs.
-    state = dict(iter_tensors(files, skip=frozenset({LM_HEAD_KEY} if tied else ())))
+    skip = frozenset({LM_HEAD_KEY} if tied else ())
+    shapes = stored_shapes(files, skip)
     if tied:
         head, embed = _sample_rows(files, LM_HEAD_KEY), _sample_rows(files, EMBED_KEY)
         if head is not None and embed is not None and not torch.equal(head, embed):
@@ -259,16 +310,60 @@ def load_model(
             )
     with torch.device("meta"):
         model = Cheers(config)
-    check_state_dict(model, state, source=f"checkpoint in {folder}")
-    if LM_HEAD_KEY not in state:
-        state[LM_HEAD_KEY] = state[EMBED_KEY]
-    state = {
-        k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
-        for k, v in state.items()
-    }
-    model.load_state_dict(state, strict=True, assign=True)
+    check_state_dict(model, shapes, source=f"checkpoint in {folder}")
+    if quantize == "int8":
+        from cheers.transforms.quantize import quantize_int8
+
+        quantize_int8(model)
+    owners = {name: _owner(model, name) for name in shapes}
+    kept: set[str] = set()
+
+    def mapped(name: str, code: str) -> bool:
+        # Kept as stored (zero copy) when nothing would change it: CPU, the requested dtype,
+        # and no transform that stores it otherwise.
+        owner, _ = owners[name]
+        keep = (
+            device.type == "cpu"
+            and (code == _CODES.get(dtype) or code not in _FLOAT_CODES)
+            and not hasattr(owner, "load_checkpoint_tensor")
+        )
+        if keep:
+            kept.add(name)
+        return keep
+
+    for name, tensor in iter_tensors(files, skip, mapped):
+        owner, leaf = owners[name]
+        target = dtype if tensor.is_floating_point() else tensor.dtype
+        value = tensor.to(device=device, dtype=target)
+        if value is tensor and name not in kept:
+            value = tensor.clone()  # what is not kept must not pin its own file mapping
+        _assign(owner, leaf, value)
+        del tensor, value  # a converted tensor's source mapping closes here
     model.tie_weights()
+    empty = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if empty:  # check_state_dict covers the stored names; this guards the transforms
+        raise CheckpointError(f"{len(empty)} tensor(s) not filled from {folder}: {empty[:5]}")
+    model.compute_dtype = dtype
     return model.eval()
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The module holding the checkpoint tensor ``name`` and the tensor's name in it."""
+    prefix, _, leaf = name.rpartition(".")
+    return (model.get_submodule(prefix) if prefix else model), leaf
+
+
+def _assign(owner: nn.Module, leaf: str, tensor: torch.Tensor) -> None:
+    """Make ``tensor`` the storage of ``owner.<leaf>`` (no copy), or hand it to a transform's
+    module that stores it its own way (``load_checkpoint_tensor``, e.g. int8 weights)."""
+    load = getattr(owner, "load_checkpoint_tensor", None)
+    if load is not None:
+        load(leaf, tensor)
+    elif leaf in owner._parameters:
+        old = owner._parameters[leaf]
+        setattr(owner, leaf, nn.Parameter(tensor, requires_grad=old.requires_grad))
+    else:
+        setattr(owner, leaf, tensor)
 
 
 def save_model(
@@ -302,19 +397,21 @@ def save_state(
         )
     folder = Path(folder)
     ensure_folder(folder)  # a clear error for a file path, before the (slow) copy below
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    state = {k: v.detach() for k, v in state.items()}
     floating = [v.dtype for v in state.values() if v.is_floating_point()]
     dtype_name = str(floating[0] if floating else torch.float32).removeprefix("torch.")
     shards = _split(state, max_shard_bytes)
     with staged_files(folder) as (staging, names):
         if len(shards) == 1:
-            save_file(shards[0], str(staging / "model.safetensors"), metadata={"format": "pt"})
+            save_file(
+                _own(shards[0]), str(staging / "model.safetensors"), metadata={"format": "pt"}
+            )
             names.append("model.safetensors")
         else:
             weight_map: dict[str, str] = {}
             for i, shard in enumerate(shards, start=1):
                 name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-                save_file(shard, str(staging / name), metadata={"format": "pt"})
+                save_file(_own(shard), str(staging / name), metadata={"format": "pt"})
                 weight_map.update(dict.fromkeys(shard, name))
                 names.append(name)
             total = sum(t.numel() * t.element_size() for t in state.values())
@@ -333,6 +430,12 @@ def save_state(
         if old.name not in names:
             old.unlink()
     return folder
+
+
+def _own(shard: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU copies of one shard's tensors (safetensors refuses tensors sharing storage, as the
+    tied head does); one shard at a time, so saving never holds a second copy of the model."""
+    return {k: v.to("cpu").contiguous().clone() for k, v in shard.items()}
 
 
 def _split(

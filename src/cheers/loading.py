@@ -62,19 +62,36 @@ def resolve_device(device: str | None) -> str:
 
 
 def load_pipeline(
-    model: str | None, dtype: str | None = None, device: str | None = None
+    model: str | None,
+    dtype: str | None = None,
+    device: str | None = None,
+    quantize: str | None = None,
+    offload: bool = False,
 ) -> CheersPipeline:
     """Load ``model`` (a folder or Hub id; ``None`` = the embedded default) onto ``device``.
 
-    Says on stderr what is loaded where, and that the embedded model knows only the Shapes world.
+    ``quantize="int8"`` keeps the large linear layers in int8; ``offload`` keeps the large
+    components on the CPU and runs each on the (CUDA) ``device`` when used. Says on stderr
+    what is loaded where, and that the embedded model knows only the Shapes world.
     """
     from cheers.pipeline import CheersPipeline
 
     source = model if model is not None else str(default_model_path())
     device = resolve_device(device)
+    if offload and device == "cpu":
+        raise CheersError(
+            "--offload moves parts of the model to a GPU when they run; on the CPU the model "
+            "is in CPU memory already: drop --offload (or pass --device cuda)"
+        )
     print(f"loading the model from {source} on {device}…", file=sys.stderr)
     if is_embedded(source):
         from cheers.demo import SHAPES_ONLY
 
         print(SHAPES_ONLY, file=sys.stderr)
-    return CheersPipeline.from_pretrained(source, dtype=dtype, device=device)
+    if not offload:
+        return CheersPipeline.from_pretrained(source, dtype=dtype, device=device, quantize=quantize)
+    # Loaded into CPU memory in the compute dtype the GPU would use, then offloaded.
+    dtype = dtype or "bfloat16"
+    pipe = CheersPipeline.from_pretrained(source, dtype=dtype, device="cpu", quantize=quantize)
+    pipe.enable_model_cpu_offload(device)
+    return pipe

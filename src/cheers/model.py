@@ -130,6 +130,13 @@ class Cheers(nn.Module):
         text = config.text_config
         self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
         self.tie_weights()
+        # The compute dtype is held, never read back from a weight: a transform may store
+        # weights in another dtype (int8) while activations stay in this one. It starts as
+        # the dtype the parameters were built in; load_model and to(dtype) set it.
+        self.compute_dtype: torch.dtype = torch.get_default_dtype()
+        # Where inputs, caches and activations live; None: where lm_head is. Model offload
+        # (cheers.offload) sets it while components travel between devices.
+        self.execution_device: torch.device | None = None
 
     @torch.no_grad()
     def init_weights(self, std: float | None = None) -> Cheers:
@@ -172,12 +179,36 @@ class Cheers(nn.Module):
             self.lm_head.weight = self.model.language_model.embed_tokens.weight
 
     # ------------------------------------------------------------------ helpers
+    def to(self, *args, **kwargs) -> Cheers:
+        """:meth:`nn.Module.to`, which also sets the compute dtype when given one."""
+        _, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        super().to(*args, **kwargs)
+        if dtype is not None:
+            self.compute_dtype = dtype
+        return self
+
+    def float(self) -> Cheers:
+        return self.to(torch.float32)
+
+    def bfloat16(self) -> Cheers:
+        return self.to(torch.bfloat16)
+
+    def half(self) -> Cheers:
+        return self.to(torch.float16)
+
+    def double(self) -> Cheers:
+        return self.to(torch.float64)
+
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        """The compute dtype (activations, KV cache); see ``compute_dtype``."""
+        return self.compute_dtype
 
     @property
     def device(self) -> torch.device:
+        """The execution device (inputs, caches, activations)."""
+        if self.execution_device is not None:
+            return self.execution_device
         return self.lm_head.weight.device
 
     @property
@@ -212,7 +243,7 @@ class Cheers(nn.Module):
             patch_embeds = m.vision_representation.embeddings(pixel_hat)
         vit_hidden = m.vision_representation.encode_embeddings(patch_embeds)
         grid = math.isqrt(patch_embeds.shape[1])
-        tokens = m.und_projector(vit_hidden, grid)
+        tokens = m.und_projector(vit_hidden, grid, self.dtype)
         return ImageTokens(pixel_hat, patch_embeds, vit_hidden, tokens)
 
     def understanding_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -275,7 +306,7 @@ class Cheers(nn.Module):
         m, cell = self.model, self.config.token_merge
         p = image_hidden.shape[1]
         grid = math.isqrt(p) * cell
-        te1, te2 = m.time_embed(t)
+        te1, te2 = m.time_embed(t, self.dtype)
         device = image_hidden.device
         sem = m.gen_projector(image_hidden, te1, torch.arange(p, device=device))
         low = unmerge_tokens(sem, grid, cell)

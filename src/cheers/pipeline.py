@@ -51,6 +51,7 @@ from cheers.image import (
     to_pil_list,
 )
 from cheers.model import Cheers
+from cheers.offload import ModelOffload, enable_model_cpu_offload
 from cheers.samplers import DEFAULTS, FlowMatchSampler, StepCache, get_sampler, noise
 from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, splice, unconditional_ids
 from cheers.text_requests import RowSettings, RowStreamer, TextAnswer, TextRequest, decode_rows
@@ -67,6 +68,7 @@ class CheersPipeline:
     def __init__(self, model: Cheers, tokenizer: CheersTokenizer) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.offload: ModelOffload | None = None
         self.special = tokenizer.special
         vocab = model.config.text_config.vocab_size
         if len(tokenizer) > vocab:
@@ -83,13 +85,16 @@ class CheersPipeline:
         *,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
+        quantize: str | None = None,
     ) -> CheersPipeline:
         """Load a model folder (or a Hub id) with its tokenizer.
 
-        ``dtype`` defaults to bfloat16 on CUDA and float32 elsewhere.
+        ``dtype`` (the compute dtype) defaults to bfloat16 on CUDA and float32 elsewhere;
+        ``quantize="int8"`` keeps the LLM's, the ViT's and the flow heads' linear weights in
+        int8 (see :func:`cheers.checkpoint.load_model`).
         """
         folder = resolve_model_path(name_or_path)
-        model = load_model(folder, dtype=dtype, device=device)
+        model = load_model(folder, dtype=dtype, device=device, quantize=quantize)
         return cls(model, CheersTokenizer.from_folder(folder))
 
     def save_pretrained(self, folder: str | os.PathLike[str], max_shard_bytes: int | None = None):
@@ -98,8 +103,20 @@ class CheersPipeline:
         self.tokenizer.save(folder)
         return Path(folder)
 
+    def enable_model_cpu_offload(
+        self, device: str | torch.device = "cuda", max_resident_bytes: int = 0
+    ) -> ModelOffload:
+        """Keep the large components on the CPU and move each to ``device`` when it runs
+        (for GPUs smaller than the model; see :mod:`cheers.offload`). ``max_resident_bytes``
+        of components may stay on ``device`` at once (0: one at a time)."""
+        if self.offload is not None:
+            self.offload.remove()
+        self.offload = enable_model_cpu_offload(self.model, device, max_resident_bytes)
+        return self.offload
+
     @property
     def device(self) -> torch.device:
+        """Where inputs go (the execution device, also under offload)."""
         return self.model.device
 
     @property

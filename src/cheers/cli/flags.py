@@ -48,11 +48,25 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         metavar="{cpu,cuda,cuda:N}",
         help="where to run the model (default: cuda if a GPU is available, else cpu)",
     )
+    group.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="store the LLM's, the ViT's and the flow heads' linear weights in int8 "
+        "(about 0.4× the float32 memory; see docs/finetuning.md)",
+    )
+    group.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep the large components in CPU memory and move each to the GPU only while "
+        "it runs (for GPUs smaller than the model; slower)",
+    )
 
 
 def pipeline(args: argparse.Namespace) -> CheersPipeline:
     """The pipeline the model flags name (looked up on the module so tests can stand in)."""
-    return loading.load_pipeline(args.model, args.dtype, args.device)
+    return loading.load_pipeline(
+        args.model, args.dtype, args.device, quantize=args.quantize, offload=args.offload
+    )
 
 
 def load_images(paths: Sequence[str]) -> list[Image.Image]:

@@ -41,8 +41,9 @@ class TimestepEmbedder(nn.Module):
         self.mlp_1 = _mlp(FREQUENCY_DIM, text_dim)
         self.mlp_2 = _mlp(FREQUENCY_DIM, vision_dim)
 
-    def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = timestep_features(t).to(self.mlp_1[0].weight.dtype)
+    def forward(self, t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``dtype``: the model's compute dtype (the float32 features are cast to it)."""
+        features = timestep_features(t).to(dtype)
         return self.mlp_1(features)[:, None], self.mlp_2(features)[:, None]
 
 

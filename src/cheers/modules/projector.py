@@ -25,7 +25,10 @@ class UndProjector(nn.Module):
             nn.Linear(merged, text_dim),
         )
 
-    def forward(self, features: torch.Tensor, grid: int) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, grid: int, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """``dtype``: the model's compute dtype; None keeps the input's."""
         # The reference casts the input to the (bf16) module dtype here.
-        features = features.to(self.layernorm.weight.dtype)
+        features = features if dtype is None else features.to(dtype)
         return self.mlp(merge_tokens(self.layernorm(features), grid, self.cell))

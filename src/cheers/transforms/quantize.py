@@ -2,9 +2,18 @@
 
 Each targeted ``nn.Linear`` becomes an :class:`Int8Linear` holding ``int8`` weights and one
 scale per output channel (``max |w| / 127`` of its row): weight memory falls by 4× against
-float32, and every weight is within half a step (``scale / 2``) of the original. Decoding
-steps (a few rows) run in torch's own int8 weight kernel (``aten._weight_int8pack_mm``),
-larger products with the dequantized weight. Activations stay in the compute dtype.
+float32, and every weight is within half a step (``scale / 2``) of the original. Activations
+stay in the model's compute dtype.
+
+Kernels (torch's own, nothing hand-written): on CPU, decoding steps (a few rows) run in
+``aten._weight_int8pack_mm``; larger products, and every product on CUDA, use the weight
+dequantized into the activations' dtype for that one call (torch's CUDA ``_weight_int8pack_mm``
+is a one-thread-per-output loop, slower than dequantizing and calling cuBLAS). The weights stay
+int8 in memory either way.
+
+The transform runs on a built model, also on the ``meta`` device: ``load_model(...,
+quantize="int8")`` quantizes the empty model and then each weight as it is read
+(:meth:`Int8Linear.load_checkpoint_tensor`), so the float weights never exist all at once.
 """
 
 from __future__ import annotations
@@ -42,35 +51,52 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight", q)
         self.register_buffer("scales", scales)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
-        self.compute_dtype = linear.weight.dtype
 
-    def dequantized(self) -> torch.Tensor:
-        return self.weight.to(self.scales.dtype) * self.scales[:, None]
+    def load_checkpoint_tensor(self, name: str, tensor: torch.Tensor) -> None:
+        """Take the checkpoint's float ``weight`` (quantized here) or ``bias``."""
+        if name == "weight":
+            self.weight, self.scales = quantize_weight(tensor)
+        elif name == "bias" and self.bias is not None:
+            self.bias = nn.Parameter(tensor, requires_grad=self.bias.requires_grad)
+        else:
+            raise KeyError(f"Int8Linear has no checkpoint tensor {name!r}")
+
+    def dequantized(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The weight as floats (``dtype``, default the scales' float32)."""
+        w = self.weight.to(self.scales.dtype) * self.scales[:, None]
+        return w if dtype is None else w.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        out = None
-        if flat.shape[0] <= KERNEL_MAX_ROWS:
-            try:
-                out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales.to(x.dtype))
-            except (RuntimeError, NotImplementedError):  # dtypes or devices it does not take
-                out = None
-        if out is None:
-            out = F.linear(flat, self.dequantized().to(x.dtype))
+        if x.device.type == "cpu" and flat.shape[0] <= KERNEL_MAX_ROWS:
+            out = torch.ops.aten._weight_int8pack_mm(
+                flat.contiguous(), self.weight, self.scales.to(x.dtype)
+            )
+        else:
+            out = F.linear(flat, self.dequantized(x.dtype))
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
         return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
 def quantize_int8(model: nn.Module, groups: Sequence[str] = DEFAULT_GROUPS) -> list[str]:
     """Replace the linear layers of ``groups`` by :class:`Int8Linear`; returns their names.
 
+    Works on a model on the ``meta`` device too (then :func:`cheers.checkpoint.load_model`
+    fills the layers from a checkpoint).
+
     Raises:
-        CheersError: for ``projectors``: they are small, and the time embedder's first layer
-            sets the flow heads' compute dtype, so they stay in it.
+        CheersError: for ``projectors``: the issue's int8 scope is the LLM, the ViT and the
+            flow heads; the projectors (about 1 % of the weights) stay in the compute dtype.
     """
     if "projectors" in groups:
-        raise CheersError("the projectors stay in the compute dtype; leave 'projectors' out")
+        raise CheersError(
+            "the projectors stay in the compute dtype (about 1 % of the weights); leave "
+            "'projectors' out of the int8 groups"
+        )
     names = [name for name, _ in linear_targets(model, groups)]
     for name in names:
         replace_module(model, name, Int8Linear(model.get_submodule(name)))

@@ -1,0 +1,39 @@
+"""The small-hardware benchmark scripts run (their figures are measured, never asserted)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import full_size
+import gpu_engine
+import quantize
+
+
+def test_gpu_script_measures_int8_and_offload_on_a_tiny_config(capsys):
+    argv = ["--tiny", "--device", "cpu", "--steps", "2", "--tokens", "3", "--repeats", "1"]
+    assert gpu_engine.main([*argv, "--modes", "int8,offload"]) == 0
+    out = capsys.readouterr().out
+    assert "int8" in out and "offload" in out and "i2t_tokens_per_s" in out
+
+
+def test_quantize_script_compares_on_the_embedded_model(capsys, tmp_path):
+    argv = ["--models", "embedded", "--repeats", "1", "--tokens", "3", "--images", "1"]
+    argv += ["--vqa", "2", "--gen", "1", "--threads", "1", "--json", str(tmp_path / "q.json")]
+    assert quantize.main(argv) == 0
+    result = json.loads((tmp_path / "q.json").read_text())["embedded"]
+    assert result["figures"]["int8"]["weights_mb"] < result["figures"]["float32"]["weights_mb"]
+    assert "shapes-gen overall" in capsys.readouterr().out
+
+
+def test_full_size_script_builds_saves_loads_and_cleans_up(tmp_path, capsys):
+    folder = tmp_path / "model"
+    argv = ["--tiny", "--folder", str(folder), "--threads", "1", "--modes", "bfloat16"]
+    assert full_size.main([*argv, "--loads-only", "--json", str(tmp_path / "f.json")]) == 0
+    assert not folder.exists()  # the saved model is deleted at the end
+    result = json.loads((tmp_path / "f.json").read_text())
+    assert result["bfloat16"]["weights_mb"] > 0 and result["build"]["params"] > 0
+    assert "(peak-base)/weights" in capsys.readouterr().out
