@@ -49,6 +49,7 @@ from cheers.model import Cheers
 from cheers.samplers import DEFAULTS, FlowMatchSampler, StepCache, get_sampler, noise
 from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, splice, unconditional_ids
 from cheers.tokenizer import CheersTokenizer
+from cheers.transforms import lora
 
 IMAGE_IN_PROMPT = "<im_start><image><im_end>"
 Messages = Sequence[Mapping[str, str]]
@@ -91,6 +92,21 @@ class CheersPipeline:
         save_model(self.model, folder, max_shard_bytes=max_shard_bytes)
         self.tokenizer.save(folder)
         return Path(folder)
+
+    def load_lora(self, folder: str | os.PathLike[str], scale: float = 1.0) -> None:
+        """Put the LoRA adapter of ``folder`` (the PEFT layout a LoRA run writes) on the model;
+        ``scale`` multiplies its effect. :meth:`unload_lora` removes it again.
+
+        Raises:
+            CheckpointError: when the folder is no adapter or does not fit this model.
+        """
+        lora.load_lora(self.model, folder, scale=scale)
+        self.model.eval()
+
+    def unload_lora(self) -> int:
+        """Remove every adapter: the model computes exactly what it did before; returns how many
+        layers were adapted."""
+        return lora.unload_lora(self.model)
 
     @property
     def device(self) -> torch.device:

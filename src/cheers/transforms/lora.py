@@ -179,6 +179,8 @@ def load_lora(model: nn.Module, folder: str | os.PathLike[str], scale: float = 1
     Raises:
         CheckpointError: when the folder's names or shapes do not fit the model.
     """
+    if not (isinstance(scale, int | float) and math.isfinite(scale)):
+        raise CheersError(f"the LoRA scale must be a finite number, got {scale!r}")
     config = read_config(folder)
     apply_lora(model, config)
     state = load_file(str(Path(folder) / WEIGHTS_FILE))
@@ -197,7 +199,11 @@ def load_lora(model: nn.Module, folder: str | os.PathLike[str], scale: float = 1
             tensor = state[f"{PREFIX}{name}.{part}.weight"]
             if tensor.shape != target.shape:
                 unload_lora(model)
-                raise CheckpointError(f"{folder}: {name}.{part} has shape {tuple(tensor.shape)}")
+                raise CheckpointError(
+                    f"{folder}: {name}.{part} has shape {tuple(tensor.shape)} but this model "
+                    f"needs {tuple(target.shape)}; load the adapter on the model it was "
+                    "trained for"
+                )
             target.data.copy_(tensor.to(target.dtype))
         layer.scale = config.scale * scale
     return config
