@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from cheers.cli import DEFAULT_MODEL_DIR
+from cheers.loading import DEFAULT_MODEL_DIR
 from cheers.pipeline import CheersPipeline
 from cheers.shapes.dataset import benchmark_questions
 from cheers.shapes.questions import score_answer

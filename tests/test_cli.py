@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cheers import cli
+from cheers import loading
+from cheers.cli import main, output
+from cheers.errors import CheersError
 from cheers.pipeline import CheersPipeline, ImagePipelineOutput
 
 HELP_FLAGS = {
@@ -33,20 +35,20 @@ def pipeline_cache() -> dict[tuple, CheersPipeline]:
 @pytest.fixture(autouse=True)
 def _load_once(monkeypatch, pipeline_cache):
     """Every test of the module shares one loaded model (loading dominates the run time)."""
-    real = cli.load_pipeline
+    real = loading.load_pipeline
 
     def load(model, dtype, device):
-        key = (model if model is not None else str(cli.default_model_path()), dtype, device)
+        key = (model if model is not None else str(loading.default_model_path()), dtype, device)
         if key not in pipeline_cache:
             pipeline_cache[key] = real(model, dtype, device)
         return pipeline_cache[key]
 
-    monkeypatch.setattr(cli, "load_pipeline", load)
+    monkeypatch.setattr(loading, "load_pipeline", load)
 
 
 @pytest.fixture
 def pipe(public_model_dir) -> CheersPipeline:
-    return cli.load_pipeline(str(public_model_dir), None, "cpu")
+    return loading.load_pipeline(str(public_model_dir), None, "cpu")
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def image_file(tmp_path_factory) -> Path:
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
+    code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -227,17 +229,17 @@ def test_edit_writes_a_png(capsys, tmp_path, image_file, model_flags):
 
 
 def test_embedded_default_model_is_used_without_model_flag(capsys, monkeypatch, public_model_dir):
-    monkeypatch.setattr(cli, "DEFAULT_MODEL_DIR", public_model_dir)
-    assert cli.default_model_path() == public_model_dir
+    monkeypatch.setattr(loading, "DEFAULT_MODEL_DIR", public_model_dir)
+    assert loading.default_model_path() == public_model_dir
     code, out, _ = run(capsys, "chat", "Hi", "--max-new-tokens", "2", "--device", "cpu")
     assert code == 0 and out.strip()
 
 
 def test_slugify():
-    assert cli.slugify("A red circle!") == "a-red-circle"
-    assert cli.slugify("Café au lait") == "cafe-au-lait"
-    assert cli.slugify("一只猫") == "image"
-    assert len(cli.slugify("word " * 50)) <= 60
+    assert output.slugify("A red circle!") == "a-red-circle"
+    assert output.slugify("Café au lait") == "cafe-au-lait"
+    assert output.slugify("一只猫") == "image"
+    assert len(output.slugify("word " * 50)) <= 60
 
 
 # ----------------------------------------------------------------------------------- errors
@@ -247,9 +249,9 @@ def test_missing_model_folder(capsys, tmp_path, image_file):
 
 
 def test_no_model_and_no_embedded_model(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "DEFAULT_MODEL_DIR", tmp_path / "default_model")
-    with pytest.raises(cli.CheersError, match="--model"):
-        cli.default_model_path()
+    monkeypatch.setattr(loading, "DEFAULT_MODEL_DIR", tmp_path / "default_model")
+    with pytest.raises(CheersError, match="--model"):
+        loading.default_model_path()
     code, _, err = run(capsys, "chat", "hi")
     assert_user_error(code, err, "--model DIR")
 
@@ -320,7 +322,7 @@ def test_failed_write_leaves_no_partial_file(capsys, monkeypatch, tmp_path, mode
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(pipe, "text_to_image", fake)
-    monkeypatch.setattr(cli.os, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     out_dir = tmp_path / "out"
     code, _, err = run(capsys, "generate", "x", "--seed", "0", "--out", out_dir, *model_flags)
     assert_user_error(code, err, "cannot write", "Permission denied")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cheers.cli import DEFAULT_MODEL_DIR, main
+from cheers.cli import main
+from cheers.loading import DEFAULT_MODEL_DIR
 
 pytestmark = pytest.mark.skipif(
     not (DEFAULT_MODEL_DIR / "config.json").is_file(), reason="no embedded default model"

@@ -11,6 +11,7 @@ from cheers.layouts import (
     latent_depth_to_space,
     latent_space_to_depth,
     merge_tokens,
+    phase_view,
     tokens_to_feature_map,
     unmerge_tokens,
 )
@@ -77,3 +78,17 @@ def test_token_merge_of_any_cell_size():
         assert torch.equal(unmerge_tokens(out, grid, cell), x)
     x = torch.randn(2, 16, 3)
     assert torch.equal(merge_tokens(x, 4, 1), x)
+
+
+def test_phase_view_is_a_view_of_the_sub_pixel_phases():
+    b, c, h, w = 2, 3, 4, 5
+    x = torch.arange(b * c * 2 * h * 2 * w, dtype=torch.float32).reshape(b, c, 2 * h, 2 * w)
+    phases = phase_view(x)
+    assert phases.shape == (b, 2, 2, c, h, w)
+    assert phases.data_ptr() == x.data_ptr()
+    for n, i, j, k, r, s in itertools.product(
+        range(b), range(2), range(2), range(c), range(h), range(w)
+    ):
+        assert phases[n, i, j, k, r, s] == x[n, k, 2 * r + i, 2 * s + j]
+    phases[1, 1, 0, 2, 3, 4] = -1.0  # writing a phase writes its pixel
+    assert x[1, 2, 2 * 3 + 1, 2 * 4 + 0] == -1.0

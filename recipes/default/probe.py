@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from cheers.checkpoint import load_model
-    from cheers.cli import default_model_path
+    from cheers.loading import default_model_path
 
     model = load_model(args.model or default_model_path()).eval()
     canvas = model.config.image_size

@@ -45,7 +45,8 @@ def tokens_to_feature_map(x: torch.Tensor, grid: int) -> torch.Tensor:
     return rearrange(x, "b (h w) c -> b c h w", h=grid)
 
 
-def interleave_phases(x: torch.Tensor) -> torch.Tensor:
-    """Sub-pixel phases (B, i, j, C, H, W), i/j the row/column offset inside each 2×2 output
-    cell, → (B, C, 2H, 2W) with output pixel (2h+i, 2w+j) = phase (i, j) at (h, w)."""
-    return rearrange(x, "b i j c h w -> b c (h i) (w j)")
+def phase_view(x: torch.Tensor) -> torch.Tensor:
+    """A view of (B, C, 2H, 2W) as its sub-pixel phases (B, i, j, C, H, W), i/j the row/column
+    offset inside each 2×2 cell: phase (i, j) at (h, w) is pixel (2h+i, 2w+j). Writing into the
+    view writes the pixels."""
+    return rearrange(x, "b c (h i) (w j) -> b i j c h w", i=2, j=2)

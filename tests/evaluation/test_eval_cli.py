@@ -66,12 +66,9 @@ def test_bad_flags_fail_before_loading(tmp_path, flags):
 
 
 def test_missing_default_model_is_a_clean_error(tmp_path, monkeypatch, capsys):
-    import cheers.cli
+    import cheers.loading
 
-    def no_model():
-        raise CheersError("no model given and none is embedded")
-
-    monkeypatch.setattr(cheers.cli, "default_model_path", no_model)
+    monkeypatch.setattr(cheers.loading, "DEFAULT_MODEL_DIR", tmp_path / "no-embedded-model")
     assert main(["shapes-vqa", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "error: no model given" in capsys.readouterr().err
 
@@ -86,10 +83,10 @@ def _outputs(tmp_path, capsys) -> tuple[dict, str]:
 
 
 def test_gen_end_to_end_with_the_default_model(public_model_dir, tmp_path, monkeypatch, capsys):
-    import cheers.cli
+    import cheers.loading
 
     # --model left out: the command falls back to the package's default model.
-    monkeypatch.setattr(cheers.cli, "default_model_path", lambda: public_model_dir)
+    monkeypatch.setattr(cheers.loading, "DEFAULT_MODEL_DIR", public_model_dir)
     args = build_parser().parse_args(
         [
             "shapes-gen",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from cheers.evaluation import report as report_mod
 from cheers.evaluation import shapes_edit, shapes_gen, shapes_vqa
 from cheers.evaluation.common import out_folder
 from cheers.evaluation.exports import EXPORTS, run_export
+from cheers.loading import default_model_path, load_pipeline, resolve_device
 from cheers.samplers import DEFAULTS, SAMPLERS
 
 EXIT_USAGE = 2
@@ -346,22 +346,10 @@ def _check_args(args: argparse.Namespace) -> None:
             )
 
 
-def _device(device: str | None) -> str:
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
-        raise CheersError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CheersError("--device cuda was given but no CUDA GPU is available; use cpu")
-    return device
-
-
 def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
     """Run the benchmark named by ``args.eval_benchmark``; returns 0.
 
-    Loads ``--model`` (or, when it is left out, :func:`cheers.cli.default_model_path`) unless
+    Loads ``--model`` (or, when it is left out, :func:`cheers.loading.default_model_path`) unless
     a ready ``pipe`` is given, writes ``report.json`` and ``grid.png`` into ``--out``, prints
     the score table and the two paths to stdout (loading messages and progress go to stderr).
 
@@ -378,18 +366,9 @@ def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
     source: str | None = None
     device = None
     if pipe is None:
-        if args.model is not None:
-            source = args.model
-        else:
-            # Imported here: cheers.cli imports this module to register the command.
-            from cheers.cli import default_model_path
-
-            source = str(default_model_path())
-        device = _device(args.device)
-        from cheers.pipeline import CheersPipeline
-
-        print(f"loading the model from {source} on {device}…", file=sys.stderr)
-        pipe = CheersPipeline.from_pretrained(source, dtype=args.dtype, device=device)
+        source = args.model if args.model is not None else str(default_model_path())
+        device = resolve_device(args.device)
+        pipe = load_pipeline(source, args.dtype, device)
     result = BENCHMARKS[name].evaluate(pipe, args)
     result["model"] = {"source": source, "device": device, "dtype": _dtype_name(pipe)}
     report_path, grid_path = report_mod.write_report(result, out, max_cells=args.grid_cells)

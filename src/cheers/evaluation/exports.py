@@ -113,7 +113,7 @@ def run_export(args: argparse.Namespace, *, pipe: Any = None) -> int:
     items = export.read(args)  # bad input fails here, before the model loads
     out = out_folder(args.out)
     if pipe is None:
-        from cheers.cli import load_pipeline
+        from cheers.loading import load_pipeline
 
         pipe = load_pipeline(args.model, args.dtype, args.device)
     counts = export.write(pipe, items, out, s, args.batch_size, not args.no_progress)

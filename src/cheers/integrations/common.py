@@ -10,7 +10,7 @@ from cheers.errors import CheersError
 
 def load(model_path: str | None, dtype: str | None, device: str | None) -> Any:
     """The pipeline of ``model_path`` (default: the model embedded in the package)."""
-    from cheers.cli import load_pipeline
+    from cheers.loading import load_pipeline
 
     return load_pipeline(model_path, dtype, device)
 

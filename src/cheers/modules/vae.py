@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cheers.config import VAEConfig
-from cheers.layouts import interleave_phases, latent_depth_to_space, latent_space_to_depth
+from cheers.layouts import latent_depth_to_space, latent_space_to_depth, phase_view
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -31,11 +31,14 @@ class ResnetBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+        # In place at inference: two fewer full-size tensors per block, the same numbers.
+        # Training keeps the copies, which autograd needs for the backward pass.
+        inplace = not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
+        h = self.conv2(F.silu(self.norm2(h), inplace=inplace))
         if self.nin_shortcut is not None:
             x = self.nin_shortcut(x)
-        return x + h
+        return h.add_(x) if inplace else x + h
 
 
 class AttnBlock(nn.Module):
@@ -95,11 +98,12 @@ def _upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     kernels = [kc for kr in _phase_taps(weight, 2) for kc in _phase_taps(kr, 3)]
     y = F.conv2d(F.pad(x, (1, 1, 1, 1)), torch.cat(kernels), bias.repeat(4))
     y = y.unflatten(1, (2, 2, c))  # (B, i, j, C, H+1, W+1)
-    phases = torch.stack(
-        [torch.stack([y[:, i, j, :, i : i + h, j : j + w] for j in (0, 1)], 1) for i in (0, 1)],
-        1,
-    )
-    return interleave_phases(phases)
+    out = y.new_empty(x.shape[0], c, 2 * h, 2 * w)
+    phases = phase_view(out)  # each phase written straight into its pixels: one copy
+    for i in (0, 1):
+        for j in (0, 1):
+            phases[:, i, j] = y[:, i, j, :, i : i + h, j : j + w]
+    return out
 
 
 class _Middle(nn.Module):

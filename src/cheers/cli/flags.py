@@ -1,0 +1,184 @@
+"""Flag groups shared by the commands, their checks, and the model load they lead to.
+
+A command adds the groups it needs (``add_model_flags``, ``add_image_flags``, …) and reads
+them back through the helpers here, so a flag means the same in every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from cheers import loading
+from cheers.errors import CheersError
+from cheers.samplers import DEFAULTS, SAMPLERS
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from cheers.pipeline import CheersPipeline
+
+Flags = argparse.ArgumentParser | argparse._ArgumentGroup
+
+MODEL_HELP = (
+    "the model: a folder holding config.json, the *.safetensors weights and the tokenizer files "
+    "(e.g. a downloaded copy of ai9stars/Cheers), or a Hugging Face Hub id such as "
+    "ai9stars/Cheers (downloaded on first use; needs `pip install 'cheers[hub]'`) "
+    "(default: the model embedded in the package, if there is one)"
+)
+
+
+# ------------------------------------------------------------------------------------ model
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--dtype``, ``--device``: what to load and where."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", metavar="DIR", help=MODEL_HELP)
+    group.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        help="precision of the weights (default: bfloat16 on CUDA, float32 on CPU)",
+    )
+    group.add_argument(
+        "--device",
+        metavar="{cpu,cuda,cuda:N}",
+        help="where to run the model (default: cuda if a GPU is available, else cpu)",
+    )
+
+
+def pipeline(args: argparse.Namespace) -> CheersPipeline:
+    """The pipeline the model flags name (looked up on the module so tests can stand in)."""
+    return loading.load_pipeline(args.model, args.dtype, args.device)
+
+
+def load_images(paths: Sequence[str]) -> list[Image.Image]:
+    """Read the input images before the (slow) model load so that a typo fails at once."""
+    from cheers.image import load_image
+
+    return [load_image(p) for p in paths]
+
+
+# ------------------------------------------------------------------------------------- seed
+def add_seed_flag(parser: Flags, help_text: str) -> None:
+    parser.add_argument("--seed", type=int, metavar="N", help=help_text)
+
+
+def seed(args: argparse.Namespace) -> int:
+    """The seed to use; a drawn one is reported so that a good result can be made again."""
+    if args.seed is not None:
+        return args.seed
+    drawn = random.randrange(2**31)
+    print(f"seed: {drawn} (pass --seed {drawn} to reproduce)", file=sys.stderr)
+    return drawn
+
+
+# ----------------------------------------------------------------------------------- images
+def add_image_flags(parser: argparse.ArgumentParser, steps: int) -> None:
+    """The sampling group: steps, guidance, time shift, sampler, seed, progress bar."""
+    group = parser.add_argument_group("sampling")
+    group.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        default=steps,
+        help="denoising steps; fewer is faster but rougher (at least 2)",
+    )
+    guidance_flags = group.add_mutually_exclusive_group()
+    guidance_flags.add_argument(
+        "--guidance",
+        type=float,
+        metavar="SCALE",
+        default=DEFAULTS.guidance_scale,
+        help="classifier-free guidance scale: higher follows the text more closely",
+    )
+    guidance_flags.add_argument(
+        "--no-guidance",
+        action="store_true",
+        help="turn classifier-free guidance off (about twice as fast, usually worse images)",
+    )
+    group.add_argument(
+        "--shift",
+        type=float,
+        metavar="ALPHA",
+        default=DEFAULTS.time_shift,
+        help="time shift α of the step schedule; below 1 spends more steps on coarse structure",
+    )
+    group.add_argument(
+        "--sampler",
+        choices=sorted(SAMPLERS),
+        default=DEFAULTS.sampler,
+        help="ODE solver: euler (the reference), heun (2 evaluations per step, 2nd order), "
+        "ab2 (Adams-Bashforth, 1 evaluation per step, 2nd order)",
+    )
+    add_seed_flag(
+        group,
+        "random seed; the same seed and flags give the same image "
+        "(default: a random seed, printed to stderr so the result can be reproduced)",
+    )
+    group.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar over the steps"
+    )
+
+
+def check_image_flags(args: argparse.Namespace) -> None:
+    if args.steps < 2:
+        raise CheersError(f"--steps must be at least 2, got {args.steps}")
+    if not math.isfinite(args.guidance):
+        raise CheersError(f"--guidance must be a finite number, got {args.guidance}")
+    if not (math.isfinite(args.shift) and args.shift > 0):
+        raise CheersError(f"--shift must be a positive number, got {args.shift}")
+
+
+def guidance(args: argparse.Namespace) -> float | None:
+    return None if args.no_guidance else args.guidance
+
+
+# ------------------------------------------------------------------------------------- text
+def add_text_flags(parser: argparse.ArgumentParser, seed_help: str) -> None:
+    """The decoding group: answer length, temperature, top-p, seed."""
+    group = parser.add_argument_group("decoding")
+    group.add_argument(
+        "--max-new-tokens", type=int, default=256, metavar="N", help="the longest answer, in tokens"
+    )
+    group.add_argument(
+        "--temperature",
+        type=float,
+        metavar="T",
+        default=0.0,
+        help="sampling temperature; 0 always picks the most likely token",
+    )
+    group.add_argument(
+        "--top-p",
+        type=float,
+        metavar="P",
+        default=1.0,
+        help="nucleus sampling: keep the most likely tokens up to this probability mass "
+        "(only used when --temperature > 0; in (0, 1])",
+    )
+    add_seed_flag(group, seed_help)
+
+
+def check_text_flags(args: argparse.Namespace) -> None:
+    if args.max_new_tokens < 1:
+        raise CheersError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise CheersError(f"--temperature must be 0 or more, got {args.temperature}")
+    if not 0.0 < args.top_p <= 1.0:
+        raise CheersError(f"--top-p must be in (0, 1], got {args.top_p}")
+
+
+def decoding(args: argparse.Namespace) -> dict[str, object]:
+    """The decoding flags as pipeline keyword arguments."""
+    return {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+    }
+
+
+# ----------------------------------------------------------------------------------- output
+def add_out_flag(parser: argparse.ArgumentParser, default: str, what: str) -> None:
+    parser.add_argument("--out", metavar="PATH", default=default, help=what)

@@ -1,0 +1,80 @@
+"""Where a model comes from and where it runs: the embedded default, the device, the load.
+
+Every front end (the CLI, the evaluation exports, the integrations, the server) loads its model
+through :func:`load_pipeline`, so ``--model`` left out, ``--device`` and ``--dtype`` mean the same
+everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cheers.errors import CheersError
+
+if TYPE_CHECKING:
+    from cheers.pipeline import CheersPipeline
+
+#: Where the model shipped inside the package lives; used when no model is named.
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+
+
+def default_model_path() -> Path:
+    """The folder of the model embedded in the package, used when ``--model`` is omitted.
+
+    Raises :class:`CheersError` when the package ships no model (no ``config.json`` there).
+    """
+    if (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return DEFAULT_MODEL_DIR
+    raise CheersError(
+        "no model given and none is embedded in this installation; pass --model DIR with a "
+        "downloaded ai9stars/Cheers folder (config.json, weights, tokenizer) or a Hub id such "
+        "as --model ai9stars/Cheers"
+    )
+
+
+def is_embedded(model: str | Path | None) -> bool:
+    """Whether ``model`` names the model embedded in the package (or is left out)."""
+    if model is None:
+        return True
+    return Path(model).resolve() == DEFAULT_MODEL_DIR.resolve()
+
+
+def resolve_device(device: str | None) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` checked against this machine; ``None`` picks the best."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise CheersError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CheersError("--device cuda was given but no CUDA GPU is available; use cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise CheersError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    return device
+
+
+def load_pipeline(
+    model: str | None, dtype: str | None = None, device: str | None = None
+) -> CheersPipeline:
+    """Load ``model`` (a folder or Hub id; ``None`` = the embedded default) onto ``device``.
+
+    Says on stderr what is loaded where, and that the embedded model knows only the Shapes world.
+    """
+    from cheers.pipeline import CheersPipeline
+
+    source = model if model is not None else str(default_model_path())
+    device = resolve_device(device)
+    print(f"loading the model from {source} on {device}…", file=sys.stderr)
+    if is_embedded(source):
+        from cheers.demo import SHAPES_ONLY
+
+        print(SHAPES_ONLY, file=sys.stderr)
+    return CheersPipeline.from_pretrained(source, dtype=dtype, device=device)
