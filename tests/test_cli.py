@@ -37,10 +37,11 @@ def _load_once(monkeypatch, pipeline_cache):
     """Every test of the module shares one loaded model (loading dominates the run time)."""
     real = loading.load_pipeline
 
-    def load(model, dtype, device):
-        key = (model if model is not None else str(loading.default_model_path()), dtype, device)
+    def load(model, dtype, device, lora=None):
+        source = model if model is not None else str(loading.default_model_path())
+        key = (source, dtype, device, lora)
         if key not in pipeline_cache:
-            pipeline_cache[key] = real(model, dtype, device)
+            pipeline_cache[key] = real(model, dtype, device, lora)
         return pipeline_cache[key]
 
     monkeypatch.setattr(loading, "load_pipeline", load)

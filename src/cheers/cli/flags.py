@@ -47,11 +47,17 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         metavar="{cpu,cuda,cuda:N}",
         help="where to run the model (default: cuda if a GPU is available, else cpu)",
     )
+    add_lora_flag(group)
+
+
+def add_lora_flag(parser: Flags) -> None:
+    """``--lora DIR[:SCALE]``: a LoRA adapter on the loaded model."""
+    parser.add_argument("--lora", metavar="DIR[:SCALE]", help=loading.LORA_FLAG_HELP)
 
 
 def pipeline(args: argparse.Namespace) -> CheersPipeline:
     """The pipeline the model flags name (looked up on the module so tests can stand in)."""
-    return loading.load_pipeline(args.model, args.dtype, args.device)
+    return loading.load_pipeline(args.model, args.dtype, args.device, args.lora)
 
 
 def load_images(paths: Sequence[str]) -> list[Image.Image]:

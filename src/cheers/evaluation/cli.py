@@ -25,7 +25,7 @@ from cheers.evaluation import report as report_mod
 from cheers.evaluation import shapes_edit, shapes_gen, shapes_vqa
 from cheers.evaluation.common import out_folder
 from cheers.evaluation.exports import EXPORTS, run_export
-from cheers.loading import default_model_path, load_pipeline, resolve_device
+from cheers.loading import LORA_FLAG_HELP, default_model_path, load_pipeline, resolve_device
 from cheers.samplers import DEFAULTS, SAMPLERS
 
 EXIT_USAGE = 2
@@ -89,6 +89,7 @@ def _common_flags(
         metavar="{cpu,cuda,cuda:N}",
         help="where to run the model (default: cuda if a GPU is available, else cpu)",
     )
+    p.add_argument("--lora", metavar="DIR[:SCALE]", help=LORA_FLAG_HELP)
 
 
 def _sampling_flags(p: argparse.ArgumentParser, steps: int, guidance: float, shift: float) -> None:
@@ -368,7 +369,7 @@ def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
     if pipe is None:
         source = args.model if args.model is not None else str(default_model_path())
         device = resolve_device(args.device)
-        pipe = load_pipeline(source, args.dtype, device)
+        pipe = load_pipeline(source, args.dtype, device, args.lora)
     result = BENCHMARKS[name].evaluate(pipe, args)
     result["model"] = {"source": source, "device": device, "dtype": _dtype_name(pipe)}
     report_path, grid_path = report_mod.write_report(result, out, max_cells=args.grid_cells)

@@ -27,6 +27,7 @@ from cheers.evaluation.geneval import (
     write_geneval,
 )
 from cheers.evaluation.settings import SETTINGS, Settings, settings
+from cheers.loading import LORA_FLAG_HELP
 
 
 def _flags(p: argparse.ArgumentParser, source: str, source_help: str, default: str) -> None:
@@ -47,6 +48,7 @@ def _flags(p: argparse.ArgumentParser, source: str, source_help: str, default: s
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], help="precision of the weights")
     p.add_argument("--device", metavar="{cpu,cuda,cuda:N}", help="where to run the model")
+    p.add_argument("--lora", metavar="DIR[:SCALE]", help=LORA_FLAG_HELP)
 
 
 def _geneval_flags(p: argparse.ArgumentParser) -> None:
@@ -115,7 +117,7 @@ def run_export(args: argparse.Namespace, *, pipe: Any = None) -> int:
     if pipe is None:
         from cheers.loading import load_pipeline
 
-        pipe = load_pipeline(args.model, args.dtype, args.device)
+        pipe = load_pipeline(args.model, args.dtype, args.device, args.lora)
     counts = export.write(pipe, items, out, s, args.batch_size, not args.no_progress)
     record = {"benchmark": args.eval_benchmark, "settings": args.settings, **s.to_dict()}
     (out / "cheers_settings.json").write_text(json.dumps(record, indent=2) + "\n")
