@@ -103,6 +103,7 @@ def _losses(run: Path) -> list[tuple[int, float, float]]:
         ]
 
 
+@pytest.mark.slow  # 40 s of training alone when the 2 cores are free; 10 min when shared
 def test_a_lora_recipe_teaches_a_colour_word_the_model_lacked(tmp_path):
     """40 steps of rank-8 adapters on the LLM and the ViT: the model names grey shapes at a
     size and place it was not trained on, and keeps (most of) the colours it knew."""
