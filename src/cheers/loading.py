@@ -17,6 +17,13 @@ from cheers.errors import CheersError
 if TYPE_CHECKING:
     from cheers.pipeline import CheersPipeline
 
+#: Help of the ``--lora`` flag, the same on every command that loads a model.
+LORA_FLAG_HELP = (
+    "put a LoRA adapter on the model: the adapter folder a LoRA run writes "
+    "(adapter_config.json + adapter_model.safetensors), optionally with a scale that "
+    "multiplies its effect, e.g. runs/mine/checkpoints/step-0000100/adapter:0.8"
+)
+
 #: Where the model shipped inside the package lives; used when no model is named.
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 
@@ -65,18 +72,22 @@ def load_pipeline(
     model: str | None,
     dtype: str | None = None,
     device: str | None = None,
+    lora: str | None = None,
     quantize: str | None = None,
     offload: bool = False,
 ) -> CheersPipeline:
-    """Load ``model`` (a folder or Hub id; ``None`` = the embedded default) onto ``device``.
+    """Load ``model`` (a folder or Hub id; ``None`` = the embedded default) onto ``device``,
+    with the LoRA adapter ``lora`` (``DIR`` or ``DIR:SCALE``) on it when given.
 
     ``quantize="int8"`` keeps the large linear layers in int8; ``offload`` keeps the large
     components on the CPU and runs each on the (CUDA) ``device`` when used. Says on stderr
     what is loaded where, and that the embedded model knows only the Shapes world.
     """
+    from cheers.adapters import parse_lora_spec
     from cheers.pipeline import CheersPipeline
 
     source = model if model is not None else str(default_model_path())
+    adapter = None if lora is None else parse_lora_spec(lora)  # fails before the slow load
     device = resolve_device(device)
     if offload and device == "cpu":
         raise CheersError(
@@ -88,10 +99,16 @@ def load_pipeline(
         from cheers.demo import SHAPES_ONLY
 
         print(SHAPES_ONLY, file=sys.stderr)
-    if not offload:
-        return CheersPipeline.from_pretrained(source, dtype=dtype, device=device, quantize=quantize)
-    # Loaded into CPU memory in the compute dtype the GPU would use, then offloaded.
-    dtype = dtype or "bfloat16"
-    pipe = CheersPipeline.from_pretrained(source, dtype=dtype, device="cpu", quantize=quantize)
-    pipe.enable_model_cpu_offload(device)
+    # Offloaded models load into CPU memory in the compute dtype the GPU would use.
+    pipe = CheersPipeline.from_pretrained(
+        source,
+        dtype=dtype or ("bfloat16" if offload else None),
+        device="cpu" if offload else device,
+        quantize=quantize,
+    )
+    if adapter is not None:  # before offloading, so the adapters travel with their layers
+        print(f"with the LoRA adapter {adapter.folder} at scale {adapter.scale:g}", file=sys.stderr)
+        pipe.load_lora(adapter.folder, adapter.scale)
+    if offload:
+        pipe.enable_model_cpu_offload(device)
     return pipe

@@ -56,6 +56,7 @@ from cheers.samplers import DEFAULTS, FlowMatchSampler, StepCache, get_sampler, 
 from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, splice, unconditional_ids
 from cheers.text_requests import RowSettings, RowStreamer, TextAnswer, TextRequest, decode_rows
 from cheers.tokenizer import CheersTokenizer
+from cheers.transforms import lora
 
 IMAGE_IN_PROMPT = "<im_start><image><im_end>"
 Messages = Sequence[Mapping[str, str]]
@@ -113,6 +114,21 @@ class CheersPipeline:
             self.offload.remove()
         self.offload = enable_model_cpu_offload(self.model, device, max_resident_bytes)
         return self.offload
+
+    def load_lora(self, folder: str | os.PathLike[str], scale: float = 1.0) -> None:
+        """Put the LoRA adapter of ``folder`` (the PEFT layout a LoRA run writes) on the model;
+        ``scale`` multiplies its effect. :meth:`unload_lora` removes it again.
+
+        Raises:
+            CheckpointError: when the folder is no adapter or does not fit this model.
+        """
+        lora.load_lora(self.model, folder, scale=scale)
+        self.model.eval()
+
+    def unload_lora(self) -> int:
+        """Remove every adapter: the model computes exactly what it did before; returns how many
+        layers were adapted."""
+        return lora.unload_lora(self.model)
 
     @property
     def device(self) -> torch.device:

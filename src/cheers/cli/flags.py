@@ -60,12 +60,23 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         help="keep the large components in CPU memory and move each to the GPU only while "
         "it runs (for GPUs smaller than the model; slower)",
     )
+    add_lora_flag(group)
+
+
+def add_lora_flag(parser: Flags) -> None:
+    """``--lora DIR[:SCALE]``: a LoRA adapter on the loaded model."""
+    parser.add_argument("--lora", metavar="DIR[:SCALE]", help=loading.LORA_FLAG_HELP)
 
 
 def pipeline(args: argparse.Namespace) -> CheersPipeline:
     """The pipeline the model flags name (looked up on the module so tests can stand in)."""
     return loading.load_pipeline(
-        args.model, args.dtype, args.device, quantize=args.quantize, offload=args.offload
+        args.model,
+        args.dtype,
+        args.device,
+        lora=args.lora,
+        quantize=args.quantize,
+        offload=args.offload,
     )
 
 

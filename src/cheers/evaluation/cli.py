@@ -98,7 +98,7 @@ def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
     if pipe is None:
         source = args.model if args.model is not None else str(default_model_path())
         device = resolve_device(args.device)
-        pipe = load_pipeline(source, args.dtype, device)
+        pipe = load_pipeline(source, args.dtype, device, lora=args.lora)
     result = run_benchmark(bench, pipe, progress=not args.no_progress)
     result["model"] = {"source": source, "device": device, "dtype": _dtype_name(pipe)}
     command.finish(result, target, args)
@@ -107,8 +107,8 @@ def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
 
 def _dtype_name(pipe: Any) -> str | None:
     try:
-        return str(next(pipe.model.parameters()).dtype).removeprefix("torch.")
-    except (AttributeError, StopIteration, TypeError):
+        return str(pipe.model.dtype).removeprefix("torch.")
+    except (AttributeError, TypeError):
         return None
 
 

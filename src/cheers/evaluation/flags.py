@@ -15,11 +15,13 @@ import math
 
 from cheers.errors import CheersError
 from cheers.evaluation.settings import SETTINGS, Settings, settings
+from cheers.loading import LORA_FLAG_HELP
 from cheers.samplers import DEFAULTS, SAMPLERS
 
 
 def add_run_flags(p: argparse.ArgumentParser, batch: int, batch_help: str) -> None:
-    """``--model --dtype --device --out --batch-size --no-progress``: what every command has."""
+    """``--model --dtype --device --lora --out --batch-size --no-progress``: what every command
+    has."""
     p.add_argument(
         "--model",
         metavar="DIR",
@@ -36,6 +38,7 @@ def add_run_flags(p: argparse.ArgumentParser, batch: int, batch_help: str) -> No
         metavar="{cpu,cuda,cuda:N}",
         help="where to run the model (default: cuda if a GPU is available, else cpu)",
     )
+    p.add_argument("--lora", metavar="DIR[:SCALE]", help=LORA_FLAG_HELP)
     p.add_argument("--batch-size", type=int, default=batch, metavar="N", help=batch_help)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

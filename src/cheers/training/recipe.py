@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from cheers.data.loader import DataSource
-from cheers.errors import ConfigError
+from cheers.errors import CheersError, ConfigError
+from cheers.transforms.lora import LoraConfig
+from cheers.transforms.targets import TARGET_GROUPS
 
 # Named groups of modules (prefixes under `model.`); "lm_head" is the top-level projection.
 MODULE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -87,6 +89,9 @@ class ModelInit:
     vision_model: str | None = None  # Hugging Face SigLIP(2) folder
     vae: str | None = None  # FLUX-style autoencoder safetensors file
     tokenizer: str | None = None  # folder with tokenizer files (default: from_pretrained)
+    # [model.lora]: train low-rank adapters on from_pretrained's frozen weights instead of
+    # whole modules (rank, alpha, dropout, targets: groups of cheers.transforms.targets).
+    lora: LoraConfig | None = None
 
 
 @dataclass
@@ -207,7 +212,20 @@ class TrainConfig:
         if not isinstance(raw, dict):
             raise ConfigError(f"a training config is a table of sections, got {_type_name(raw)}")
         _reject_unknown(raw, ["model", "data", "stages", "run"], "the config (top level)")
-        model = build(ModelInit, raw.get("model", {}), "model")
+        model_raw = raw.get("model", {})
+        model_raw = dict(model_raw) if isinstance(model_raw, dict) else model_raw
+        lora_raw = model_raw.pop("lora", None) if isinstance(model_raw, dict) else None
+        model = build(ModelInit, model_raw, "model")
+        if lora_raw is not None:
+            model.lora = _lora(lora_raw)
+            stages_given = raw.get("stages", [])
+            for i, stage in enumerate(stages_given if isinstance(stages_given, list) else []):
+                if isinstance(stage, dict) and "trainable" in stage:
+                    raise ConfigError(
+                        f"stages[{i}].trainable: with [model.lora] the adapters are what "
+                        "trains; remove trainable from the stage (or remove [model.lora] to "
+                        "train whole modules)"
+                    )
         data_raw = raw.get("data", {})
         data_raw = dict(data_raw) if isinstance(data_raw, dict) else data_raw
         files = data_raw.pop("files", []) if isinstance(data_raw, dict) else []
@@ -270,6 +288,18 @@ class TrainConfig:
             raise ConfigError("[model] tokenizer = <folder> is needed when not from_pretrained")
         if not self.stages:
             raise ConfigError("no [[stages]]: add at least one stage")
+        if m.lora is not None:
+            if m.from_pretrained is None:
+                raise ConfigError(
+                    "[model.lora] adapts a released model: set [model] from_pretrained "
+                    "(an adapter on random weights would be of no use)"
+                )
+            for i, stage in enumerate(self.stages):
+                if stage.kind == "vae":
+                    raise ConfigError(
+                        f"stages[{i}] ({stage.name!r}) is a 'vae' stage, which trains the "
+                        'autoencoder whole; with [model.lora] use kind = "cheers" stages'
+                    )
         if not self.data.files:
             raise ConfigError(
                 "[data] files is empty: list the JSONL files to train on, e.g. files = "
@@ -299,7 +329,7 @@ class TrainConfig:
 class _Rule:
     """What one field accepts: a kind of value, a range (as a test and in words) and an example."""
 
-    kind: str  # int | float | str | bool | optional_str | betas | trainable | choice
+    kind: str  # int | float | str | bool | optional_str | betas | trainable | targets | choice
     example: str
     test: Callable[[Any], bool] | None = None
     need: str = ""
@@ -334,6 +364,11 @@ _RULES: dict[str, _Rule] = {
     "vision_model": _PATH,
     "vae": _Rule("optional_str", '"ae.safetensors"'),
     "tokenizer": _PATH,
+    # [model.lora]
+    "rank": _Rule("int", "8", _at_least(1), "≥ 1"),
+    "alpha": _Rule("float", "16.0", _positive, "> 0 (the update is scaled by alpha / rank)"),
+    "dropout": _Rule("float", "0.0", lambda v: 0 <= v < 1, "in [0, 1)"),
+    "targets": _Rule("targets", '["llm_attention", "llm_mlp"]'),
     # [data]
     "max_length": _Rule("int", "2048", _at_least(1), "≥ 1"),
     "bad_samples": _choice("fail", "fail", "skip"),
@@ -465,9 +500,36 @@ def _check_value(value: Any, rule: _Rule, where: str, key: str) -> Any:
                 f"must be a preset ({', '.join(map(repr, TRAINABLE_PRESETS))}) or a non-empty "
                 f"list of module groups ({', '.join(sorted(MODULE_GROUPS))})"
             )
+    if kind == "targets":
+        if not isinstance(value, list) or not value or not all(isinstance(g, str) for g in value):
+            raise fail(f"must be a non-empty list of target groups ({', '.join(TARGET_GROUPS)})")
+        for group in value:
+            if group not in TARGET_GROUPS:
+                close = difflib.get_close_matches(group, list(TARGET_GROUPS), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise fail(
+                    f"{group!r} is not a target group{hint}; choose from {', '.join(TARGET_GROUPS)}"
+                )
+        return tuple(value)
     if rule.test is not None and not rule.test(value):
         raise fail(f"must be {rule.need}")
     return value
+
+
+def _lora(data: Any) -> LoraConfig:
+    """The ``[model.lora]`` table as a :class:`LoraConfig` (defaults: LoraConfig's)."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"model.lora is {_type_name(data)}, not a table. Write it as a [model.lora] table "
+            "(rank = 8, alpha = 16, targets = [...])."
+        )
+    names = [f.name for f in dataclasses.fields(LoraConfig)]
+    _reject_unknown(data, names, "model.lora")
+    checked = {k: _check_value(v, _RULES[k], f"model.lora.{k}", k) for k, v in data.items()}
+    try:
+        return LoraConfig(**checked)
+    except CheersError as err:  # every field was checked above; kept for rules added there
+        raise ConfigError(f"model.lora: {err}") from err
 
 
 def _reject_unknown(data: dict[str, Any], known: list[str], where: str) -> None:

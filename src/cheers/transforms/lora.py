@@ -117,14 +117,26 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_lora(
     model: nn.Module, config: LoraConfig, folder: str | os.PathLike[str], base: str = ""
 ) -> Path:
-    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (each atomically)."""
-    layers = lora_layers(model)
-    if not layers:
+    """Write the adapters of ``model`` as ``adapter_config.json`` and
+    ``adapter_model.safetensors`` (each atomically)."""
+    if not lora_layers(model):
         raise CheersError("the model holds no LoRA adapters to save")
+    return save_adapter(lora_state_dict(model), config, folder, base)
+
+
+def save_adapter(
+    state: dict[str, torch.Tensor],
+    config: LoraConfig,
+    folder: str | os.PathLike[str],
+    base: str = "",
+) -> Path:
+    """Write an adapter folder from ``state`` (PEFT names, as :func:`lora_state_dict` gives:
+    e.g. a state gathered from a sharded training run)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} is a file; pass a folder for the adapter")
     folder.mkdir(parents=True, exist_ok=True)
+    modules = sorted({k.removeprefix(PREFIX).rsplit(".lora_", 1)[0] for k in state})
     peft = {
         "peft_type": "LORA",
         "task_type": None,
@@ -134,13 +146,13 @@ def save_lora(
         "lora_dropout": config.dropout,
         "bias": "none",
         "fan_in_fan_out": False,
-        "target_modules": sorted(layers),
+        "target_modules": modules,
         "inference_mode": True,
         "cheers": asdict(config),  # the module groups, to rebuild the same adapters
     }
-    state = {k: v.to("cpu").contiguous() for k, v in lora_state_dict(model).items()}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     tmp = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, folder / WEIGHTS_FILE)
     text = (json.dumps(peft, indent=2) + "\n").encode("utf-8")
     atomic_write(folder / CONFIG_FILE, lambda f: f.write(text))
@@ -167,6 +179,8 @@ def load_lora(model: nn.Module, folder: str | os.PathLike[str], scale: float = 1
     Raises:
         CheckpointError: when the folder's names or shapes do not fit the model.
     """
+    if not (isinstance(scale, int | float) and math.isfinite(scale)):
+        raise CheersError(f"the LoRA scale must be a finite number, got {scale!r}")
     config = read_config(folder)
     apply_lora(model, config)
     state = load_file(str(Path(folder) / WEIGHTS_FILE))
@@ -185,7 +199,11 @@ def load_lora(model: nn.Module, folder: str | os.PathLike[str], scale: float = 1
             tensor = state[f"{PREFIX}{name}.{part}.weight"]
             if tensor.shape != target.shape:
                 unload_lora(model)
-                raise CheckpointError(f"{folder}: {name}.{part} has shape {tuple(tensor.shape)}")
+                raise CheckpointError(
+                    f"{folder}: {name}.{part} has shape {tuple(tensor.shape)} but this model "
+                    f"needs {tuple(target.shape)}; load the adapter on the model it was "
+                    "trained for"
+                )
             target.data.copy_(tensor.to(target.dtype))
         layer.scale = config.scale * scale
     return config
@@ -219,6 +237,7 @@ __all__ = [
     "lora_state_dict",
     "merge_lora",
     "read_config",
+    "save_adapter",
     "save_lora",
     "trainable_parameters",
     "unload_lora",
