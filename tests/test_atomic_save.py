@@ -149,14 +149,15 @@ def test_sigkill_during_a_trainer_checkpoint_keeps_the_previous_one(tmp_path):
     _run_killed(
         KILLER
         + f"""
+import cheers.training.checkpointing as ck
 import cheers.training.trainer as tr
 from cheers.training.recipe import TrainConfig
 calls = []
-real = tr.save_file
+real = ck.save_file
 def maybe_die(tensors, path, **kw):
     calls.append(path)
     (half_then_die(real, lambda t, p, **k: p) if len(calls) == 2 else real)(tensors, path, **kw)
-tr.save_file = maybe_die  # the optimizer state of the second checkpoint is cut short
+ck.save_file = maybe_die  # the optimizer state of the second checkpoint is cut short
 tr.Trainer(TrainConfig.from_toml({str(config)!r})).run()
 """
     )

@@ -74,3 +74,11 @@ def test_sampling_is_reproducible_with_a_generator():
     a = sample_token(logits, 0.8, 0.9, torch.Generator().manual_seed(5))
     b = sample_token(logits, 0.8, 0.9, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+def test_a_vanishing_temperature_samples_the_argmax_instead_of_failing():
+    from cheers.sampling import sample_token
+
+    logits = torch.tensor([[-0.9, 3.2, 20.7, 2.6], [1.0, -5.0, 0.5, 7.5]])
+    for temperature in (1e-46, 1e-30):
+        assert sample_token(logits, temperature=temperature).tolist() == [2, 3]

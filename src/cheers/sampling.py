@@ -54,7 +54,12 @@ def sample_token(
         return logits.argmax(-1)
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    scaled = logits.float() / temperature
+    if not torch.isfinite(scaled).all():
+        # A temperature so small that logits / T overflows float32: the distribution is the
+        # one-hot at the argmax, the limit of T → 0 (softmax would give inf − inf = NaN).
+        return logits.argmax(-1)
+    probs = torch.softmax(scaled, dim=-1)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
     outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p
