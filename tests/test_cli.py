@@ -328,3 +328,11 @@ def test_failed_write_leaves_no_partial_file(capsys, monkeypatch, tmp_path, mode
     code, _, err = run(capsys, "generate", "x", "--seed", "0", "--out", out_dir, *model_flags)
     assert_user_error(code, err, "cannot write", "Permission denied")
     assert list(out_dir.iterdir()) == []
+
+
+def test_device_flag_is_checked_by_the_one_resolver(capsys, model_flags):
+    code, _, err = run(capsys, "chat", "hi", "--model", model_flags[1], "--device", "tpu")
+    assert_user_error(code, err, "--device must be cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        code, _, err = run(capsys, "chat", "hi", "--model", model_flags[1], "--device", "cuda:3")
+        assert_user_error(code, err, "--device cuda:3", "CUDA is not available")

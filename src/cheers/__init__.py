@@ -2,7 +2,17 @@
 
 from cheers.checkpoint import load_model, save_model
 from cheers.config import CheersConfig, TextConfig, VAEConfig, VisionConfig
-from cheers.errors import CheckpointError, CheersError, ConfigError, ImageError, PromptError
+from cheers.errors import (
+    CheckpointError,
+    CheersError,
+    ConfigError,
+    ContextLengthError,
+    DataError,
+    ImageError,
+    NumericalError,
+    PromptError,
+    SamplerError,
+)
 from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline, ImagePipelineOutput
 from cheers.tokenizer import CheersTokenizer
@@ -15,9 +25,13 @@ __all__ = [
     "CheersPipeline",
     "CheersTokenizer",
     "ConfigError",
+    "ContextLengthError",
+    "DataError",
     "ImageError",
     "ImagePipelineOutput",
+    "NumericalError",
     "PromptError",
+    "SamplerError",
     "TextConfig",
     "VAEConfig",
     "VisionConfig",

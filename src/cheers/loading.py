@@ -50,21 +50,21 @@ def is_embedded(model: str | Path | None) -> bool:
 
 
 def resolve_device(device: str | None) -> str:
-    """``cpu``, ``cuda`` or ``cuda:N`` checked against this machine; ``None`` picks the best."""
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N`` (``None`` picks cuda when there is a GPU),
+    checked against this machine by the library's one resolver, ``checkpoint.resolve_device``."""
     import torch
+
+    from cheers.checkpoint import resolve_device as library_resolve_device
+    from cheers.errors import CheckpointError
 
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
         raise CheersError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise CheersError("--device cuda was given but no CUDA GPU is available; use cpu")
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise CheersError(
-                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
+    try:
+        library_resolve_device(device)
+    except CheckpointError as err:
+        raise CheersError(f"--device {device}: {err}") from err
     return device
 
 
