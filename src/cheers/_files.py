@@ -48,6 +48,24 @@ def ensure_folder(folder: Path, what: str = "model folder") -> Path:
     return folder
 
 
+def output_folder(folder: Path, flag: str) -> Path:
+    """Create the output ``folder`` a command-line flag names (``flag``, e.g. ``"--out runs"``),
+    or raise :class:`CheersError` naming the flag, the problem and the fix."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise CheersError(
+            f"{flag}: a file is in the way of the folder {folder}; pass another path"
+        ) from err
+    except OSError as err:
+        raise CheersError(
+            f"{flag}: cannot create {folder} ({err.strerror or err}); pass a writable path"
+        ) from err
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CheersError(f"{flag}: {folder} is not writable; pass a writable path")
+    return folder
+
+
 @contextlib.contextmanager
 def staged_files(folder: Path, what: str = "model folder") -> Iterator[tuple[Path, list[str]]]:
     """Yield ``(staging, names)``: write files into ``staging`` and append their names.

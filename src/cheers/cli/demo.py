@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from cheers._files import output_folder
 from cheers.cli import flags
-from cheers.cli.output import ensure_folder
 from cheers.errors import CheersError
 from cheers.loading import is_embedded
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 2:
         raise CheersError(f"--steps must be at least 2, got {args.steps}")
-    out = ensure_folder(Path(args.out))
+    out = output_folder(Path(args.out), f"--out {args.out}")
     pipe = flags.pipeline(args)
     seed = 0 if args.seed is None else args.seed
     result = run_demo(pipe, seed=seed, steps=args.steps, guidance=args.guidance)

@@ -6,8 +6,9 @@ import argparse
 import contextlib
 from pathlib import Path
 
+from cheers._files import output_folder
 from cheers.cli import flags
-from cheers.cli.output import ensure_folder, output_paths, save_image, slugify
+from cheers.cli.output import output_paths, save_image, slugify
 from cheers.errors import CheersError
 from cheers.samplers import DEFAULTS
 
@@ -58,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
         for i, prompt in enumerate(p for p in args.prompts for _ in range(args.num_images))
     ]
     paths = output_paths(args.out, names)
-    gate_dir = ensure_folder(Path(args.gate_maps)) if args.gate_maps else None
+    gate_dir = None
+    if args.gate_maps:
+        gate_dir = output_folder(Path(args.gate_maps), f"--gate-maps {args.gate_maps}")
     pipe = flags.pipeline(args)
     # Only --gate-maps needs the recorder (forward hooks on the gate; cheers.evaluation.gates).
     recorder = None

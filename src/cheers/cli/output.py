@@ -6,14 +6,13 @@ that format; any other ``--out`` is a folder (created if missing) for PNG files.
 
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cheers._files import atomic_write
+from cheers._files import atomic_write, output_folder
 from cheers.errors import CheersError
 
 if TYPE_CHECKING:
@@ -42,23 +41,6 @@ def slugify(text: str, max_length: int = 60) -> str:
     return slug[:max_length].rstrip("-") or "image"
 
 
-def ensure_folder(folder: Path) -> Path:
-    """Create ``folder`` (and parents); any failure becomes a CheersError naming --out."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as err:
-        raise CheersError(
-            f"cannot create the output folder {folder}: a file is in the way; pass another --out"
-        ) from err
-    except OSError as err:
-        raise CheersError(
-            f"cannot create the output folder {folder} ({err.strerror or err}); pass another --out"
-        ) from err
-    if not os.access(folder, os.W_OK):
-        raise CheersError(f"the output folder {folder} is not writable; pass another --out")
-    return folder
-
-
 def output_paths(out: str, names: Sequence[str]) -> list[Path]:
     """Where each image goes: ``out`` itself for one image and an image-file ``out``, else
     out/name (a folder, created with its parents)."""
@@ -77,9 +59,9 @@ def output_paths(out: str, names: Sequence[str]) -> list[Path]:
         path = Path(out)
         if path.is_dir():
             raise CheersError(f"--out {out} is a folder; pass a file name or a folder path")
-        ensure_folder(path.parent)
+        output_folder(path.parent, f"--out {out}")
         return [path]
-    folder = ensure_folder(Path(out))
+    folder = output_folder(Path(out), f"--out {out}")
     return [folder / name for name in names]
 
 

@@ -9,12 +9,12 @@ then ``finish`` (write and print the outputs).
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cheers._files import output_folder
 from cheers.errors import CheersError
 from cheers.evaluation.benchmark import Benchmark
 from cheers.evaluation.report import GRID_NAME, REPORT_NAME, format_table, write_report
@@ -49,23 +49,6 @@ class EvalCommand:
     finish: Callable[[dict[str, Any], OutTarget, argparse.Namespace], None]
 
 
-def _writable_folder(folder: Path, out: str) -> Path:
-    """``folder``, created; a clear error when it cannot be or cannot be written into."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as err:
-        raise CheersError(
-            f"--out {out}: a file is in the way of the folder {folder}; pass another path"
-        ) from err
-    except OSError as err:
-        raise CheersError(
-            f"--out {out}: cannot create {folder} ({err.strerror or err}); pass a writable path"
-        ) from err
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise CheersError(f"--out {out}: {folder} is not writable; pass a writable path")
-    return folder
-
-
 def report_target(out: str) -> OutTarget:
     """``--out`` of a report: a folder (``report.json``, ``grid.png`` in it) or the report's
     ``.json`` file name (the grid beside it: same name, ``.png``).
@@ -79,14 +62,14 @@ def report_target(out: str) -> OutTarget:
     if path.suffix.lower() == ".json":
         if path.is_dir():
             raise CheersError(f"--out {out} is a folder; pass the folder itself or a new file name")
-        folder = _writable_folder(path.parent, out)
+        folder = output_folder(path.parent, f"--out {out}")
         target = OutTarget(folder, path, path.with_suffix(".png"))
     elif path.suffix.lower() in _FILE_SUFFIXES:
         raise CheersError(
             f"--out {out} looks like a file name; pass a folder or a report name ending in .json"
         )
     else:
-        folder = _writable_folder(path, out)
+        folder = output_folder(path, f"--out {out}")
         target = OutTarget(folder, folder / REPORT_NAME, folder / GRID_NAME)
     for file in (target.report, target.grid):
         if file.is_dir():
@@ -105,7 +88,7 @@ def folder_target(out: str) -> OutTarget:
         raise CheersError(
             f"--out {out} looks like a file name, but the scorer reads a folder; pass a folder"
         )
-    folder = _writable_folder(path, out)
+    folder = output_folder(path, f"--out {out}")
     return OutTarget(folder, folder / REPORT_NAME, folder / GRID_NAME)
 
 
