@@ -7,6 +7,7 @@ everywhere.
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from pathlib import Path
@@ -112,3 +113,54 @@ def load_pipeline(
     if offload:
         pipe.enable_model_cpu_offload(device)
     return pipe
+
+
+# ----------------------------------------------------------------- the flags of a model load
+MODEL_HELP = (
+    "the model: a folder holding config.json, the *.safetensors weights and the tokenizer files "
+    "(e.g. a downloaded copy of ai9stars/Cheers), or a Hugging Face Hub id such as "
+    "ai9stars/Cheers (downloaded on first use; needs `pip install 'cheers[hub]'`) "
+    "(default: the model embedded in the package, if there is one)"
+)
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """The ``model`` flag group of every command that loads one: ``--model --dtype --device
+    --quantize --offload --lora``, read back by :func:`load_from_args`."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", metavar="DIR", help=MODEL_HELP)
+    group.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        help="precision of the weights (default: bfloat16 on CUDA, float32 on CPU)",
+    )
+    group.add_argument(
+        "--device",
+        metavar="{cpu,cuda,cuda:N}",
+        help="where to run the model (default: cuda if a GPU is available, else cpu)",
+    )
+    group.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="store the LLM's, the ViT's and the flow heads' linear weights in int8 "
+        "(about 0.4× the float32 memory; see docs/finetuning.md)",
+    )
+    group.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep the large components in CPU memory and move each to the GPU only while "
+        "it runs (for GPUs smaller than the model; slower)",
+    )
+    group.add_argument("--lora", metavar="DIR[:SCALE]", help=LORA_FLAG_HELP)
+
+
+def load_from_args(args: argparse.Namespace) -> CheersPipeline:
+    """:func:`load_pipeline` with the flags :func:`add_model_flags` added."""
+    return load_pipeline(
+        args.model,
+        args.dtype,
+        args.device,
+        lora=args.lora,
+        quantize=args.quantize,
+        offload=args.offload,
+    )

@@ -25,59 +25,15 @@ if TYPE_CHECKING:
 
 Flags = argparse.ArgumentParser | argparse._ArgumentGroup
 
-MODEL_HELP = (
-    "the model: a folder holding config.json, the *.safetensors weights and the tokenizer files "
-    "(e.g. a downloaded copy of ai9stars/Cheers), or a Hugging Face Hub id such as "
-    "ai9stars/Cheers (downloaded on first use; needs `pip install 'cheers[hub]'`) "
-    "(default: the model embedded in the package, if there is one)"
-)
-
-
 # ------------------------------------------------------------------------------------ model
-def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--dtype``, ``--device``: what to load and where."""
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", metavar="DIR", help=MODEL_HELP)
-    group.add_argument(
-        "--dtype",
-        choices=["float32", "bfloat16"],
-        help="precision of the weights (default: bfloat16 on CUDA, float32 on CPU)",
-    )
-    group.add_argument(
-        "--device",
-        metavar="{cpu,cuda,cuda:N}",
-        help="where to run the model (default: cuda if a GPU is available, else cpu)",
-    )
-    group.add_argument(
-        "--quantize",
-        choices=["int8"],
-        help="store the LLM's, the ViT's and the flow heads' linear weights in int8 "
-        "(about 0.4× the float32 memory; see docs/finetuning.md)",
-    )
-    group.add_argument(
-        "--offload",
-        action="store_true",
-        help="keep the large components in CPU memory and move each to the GPU only while "
-        "it runs (for GPUs smaller than the model; slower)",
-    )
-    add_lora_flag(group)
-
-
-def add_lora_flag(parser: Flags) -> None:
-    """``--lora DIR[:SCALE]``: a LoRA adapter on the loaded model."""
-    parser.add_argument("--lora", metavar="DIR[:SCALE]", help=loading.LORA_FLAG_HELP)
+#: ``--model --dtype --device --quantize --offload --lora``, written once beside the load they
+#: feed (the evaluation commands use the same group).
+add_model_flags = loading.add_model_flags
 
 
 def pipeline(args: argparse.Namespace) -> CheersPipeline:
     """The pipeline the model flags name (looked up on the module so tests can stand in)."""
-    return loading.load_pipeline(
-        args.model,
-        args.dtype,
-        args.device,
-        lora=args.lora,
-        quantize=args.quantize,
-        offload=args.offload,
-    )
+    return loading.load_from_args(args)
 
 
 def load_images(paths: Sequence[str]) -> list[Image.Image]:

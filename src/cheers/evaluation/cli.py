@@ -25,7 +25,7 @@ from cheers.errors import CheersError
 from cheers.evaluation import exports, shapes_edit, shapes_gen, shapes_vqa
 from cheers.evaluation.benchmark import run_benchmark
 from cheers.evaluation.command import EvalCommand
-from cheers.loading import default_model_path, load_pipeline, resolve_device
+from cheers.loading import default_model_path, load_from_args, resolve_device
 
 EXIT_USAGE = 2
 
@@ -98,7 +98,7 @@ def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
     if pipe is None:
         source = args.model if args.model is not None else str(default_model_path())
         device = resolve_device(args.device)
-        pipe = load_pipeline(source, args.dtype, device, lora=args.lora)
+        pipe = load_from_args(args)
     result = run_benchmark(bench, pipe, progress=not args.no_progress)
     result["model"] = {"source": source, "device": device, "dtype": _dtype_name(pipe)}
     command.finish(result, target, args)

@@ -15,30 +15,14 @@ import math
 
 from cheers.errors import CheersError
 from cheers.evaluation.settings import SETTINGS, Settings, settings
-from cheers.loading import LORA_FLAG_HELP
+from cheers.loading import add_model_flags
 from cheers.samplers import DEFAULTS, SAMPLERS
 
 
 def add_run_flags(p: argparse.ArgumentParser, batch: int, batch_help: str) -> None:
-    """``--model --dtype --device --lora --out --batch-size --no-progress``: what every command
-    has."""
-    p.add_argument(
-        "--model",
-        metavar="DIR",
-        help="the model folder (config.json, weights, tokenizer) or a Hub id "
-        "(default: the model embedded in the package, if there is one)",
-    )
-    p.add_argument(
-        "--dtype",
-        choices=["float32", "bfloat16"],
-        help="precision of the weights (default: bfloat16 on CUDA, float32 on CPU)",
-    )
-    p.add_argument(
-        "--device",
-        metavar="{cpu,cuda,cuda:N}",
-        help="where to run the model (default: cuda if a GPU is available, else cpu)",
-    )
-    p.add_argument("--lora", metavar="DIR[:SCALE]", help=LORA_FLAG_HELP)
+    """The model flag group (:func:`cheers.loading.add_model_flags`), ``--batch-size`` and
+    ``--no-progress``: what every command has."""
+    add_model_flags(p)
     p.add_argument("--batch-size", type=int, default=batch, metavar="N", help=batch_help)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
