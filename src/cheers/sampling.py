@@ -55,9 +55,10 @@ def sample_token(
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     scaled = logits.float() / temperature
-    if not torch.isfinite(scaled).all():
-        # A temperature so small that logits / T overflows float32: the distribution is the
-        # one-hot at the argmax, the limit of T → 0 (softmax would give inf − inf = NaN).
+    if not torch.isfinite(scaled).all() and torch.isfinite(logits).all():
+        # A temperature so small that finite logits / T overflow float32: the distribution is
+        # the one-hot at the argmax, the limit of T → 0 (softmax would give inf − inf = NaN).
+        # Logits that are not finite themselves still fail loudly below.
         return logits.argmax(-1)
     probs = torch.softmax(scaled, dim=-1)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
