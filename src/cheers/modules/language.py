@@ -33,15 +33,9 @@ class KVCache:
             torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)
         ]
 
-    def update(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        end = start + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache overflow: need {end} positions, have {self.max_len}")
-        self.keys[layer][:, :, start:end] = k
-        self.values[layer][:, :, start:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+    def layer(self, index: int) -> LayerCache:
+        """The keys and values of decoder layer ``index``."""
+        return LayerCache(self.keys[index], self.values[index])
 
     def rows(self, n: int) -> KVCache:
         """A view of the first ``n`` batch rows sharing this cache's memory (no copy): e.g. the
@@ -63,6 +57,28 @@ class KVCache:
         return self
 
 
+class LayerCache:
+    """One decoder layer's pre-allocated keys and values, (B, Hkv, max_len, D) each.
+
+    Each layer gets its own (not the whole cache and its index), so the layers look alike to
+    ``torch.compile``: one compiled graph serves all of them instead of one per layer index.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.keys, self.values = keys, values
+
+    def update(
+        self, k: torch.Tensor, v: torch.Tensor, start: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k``/``v`` (B, Hkv, T, D) at ``start``; the keys/values up to them."""
+        end = start + k.shape[2]
+        if end > self.keys.shape[2]:
+            raise ValueError(f"KV cache overflow: need {end} positions, have {self.keys.shape[2]}")
+        self.keys[:, :, start:end] = k
+        self.values[:, :, start:end] = v
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+
 class Qwen2Attention(nn.Module):
     def __init__(self, cfg: TextConfig) -> None:
         super().__init__()
@@ -82,8 +98,7 @@ class Qwen2Attention(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor | None,
-        cache: KVCache | None,
-        layer: int,
+        cache: LayerCache | None,
         start: int,
     ) -> torch.Tensor:
         b, t, _ = x.shape
@@ -92,7 +107,7 @@ class Qwen2Attention(nn.Module):
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
-            k, v = cache.update(layer, k, v, start)
+            k, v = cache.update(k, v, start)
         return self.o_proj(attention(q, k, v, mask))
 
 
@@ -108,8 +123,8 @@ class Qwen2DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, rope, mask, cache, layer: int, start: int) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, layer, start)
+    def forward(self, x: torch.Tensor, rope, mask, cache: LayerCache | None, start: int):
+        x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, start)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -148,8 +163,8 @@ class Qwen2Model(nn.Module):
         for i, layer in enumerate(self.layers):
             if self.gradient_checkpointing and self.training and cache is None:
                 x = torch.utils.checkpoint.checkpoint(
-                    layer, x, rope, mask, None, i, start, use_reentrant=False
+                    layer, x, rope, mask, None, start, use_reentrant=False
                 )
             else:
-                x = layer(x, rope, mask, cache, i, start)
+                x = layer(x, rope, mask, None if cache is None else cache.layer(i), start)
         return self.norm(x)

@@ -91,14 +91,23 @@ def _phase_taps(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([w0, w1 + w2], dim), torch.stack([w0 + w1, w2], dim)
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def _upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """conv3×3(nearest 2× upsample of x), computed at x's resolution: one 2×2 convolution per
     output phase (4/9 of the multiply-adds), equal to the direct form up to float rounding."""
     c, (h, w) = weight.shape[0], x.shape[-2:]
+    # Keep x's memory order (channels-last on GPU, see cheers.transforms.channels_last).
+    order = torch.channels_last if _channels_last(x) else torch.contiguous_format
     kernels = [kc for kr in _phase_taps(weight, 2) for kc in _phase_taps(kr, 3)]
-    y = F.conv2d(F.pad(x, (1, 1, 1, 1)), torch.cat(kernels), bias.repeat(4))
+    padded = F.pad(x, (1, 1, 1, 1)).contiguous(memory_format=order)
+    y = F.conv2d(padded, torch.cat(kernels).contiguous(memory_format=order), bias.repeat(4))
     y = y.unflatten(1, (2, 2, c))  # (B, i, j, C, H+1, W+1)
-    out = y.new_empty(x.shape[0], c, 2 * h, 2 * w)
+    out = torch.empty(
+        (x.shape[0], c, 2 * h, 2 * w), dtype=y.dtype, device=y.device, memory_format=order
+    )
     phases = phase_view(out)  # each phase written straight into its pixels: one copy
     for i in (0, 1):
         for j in (0, 1):
