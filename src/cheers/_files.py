@@ -88,10 +88,21 @@ def staged_files(folder: Path, what: str = "model folder") -> Iterator[tuple[Pat
     names: list[str] = []
     try:
         yield staging, names
+        mode = _new_file_mode()
         for name in names:
+            # safetensors creates its files owner-only (0600); a saved model should be readable
+            # like any other file written here (a server running as another user loads it).
+            os.chmod(staging / name, mode)
             os.replace(staging / name, folder / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _new_file_mode() -> int:
+    """The permissions ``open(path, "w")`` gives a new file: 0666 less the umask."""
+    umask = os.umask(0o022)  # reading the umask means setting it; set it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
