@@ -12,7 +12,9 @@ that never stop at EOS) and peak GPU memory. The modes build on one model in tur
   (:mod:`cheers.transforms.channels_last`);
 - ``compiled``: also ``torch.compile`` applied regionally (:mod:`cheers.transforms.compile`:
   each LLM decoder layer, ViT layer, flow-head block and decoder-projector block on its own;
-  one graph serves every layer of a shape), which covers the denoising step and decoding.
+  one graph serves every layer of a shape), which covers the denoising step and decoding;
+- ``graphs``: also text decoding with static shapes, its step compiled whole with
+  ``mode="reduce-overhead"`` (CUDA graphs; :mod:`cheers.static_decoding`).
 
 The first run of each mode is a warm-up (compilation) and is not timed. ``--profile MODE``
 profiles one short text-to-image call and a short decode after that mode's figures: the
@@ -38,17 +40,20 @@ import numpy as np
 import torch
 
 from cheers.config import CheersConfig
-from cheers.generation import decode_text, prefill
+from cheers.generation import decode_from, decode_text, prefill
 from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline
 from cheers.sequence import left_pad
+from cheers.static_decoding import StaticDecodeState
 from cheers.tokenizer import CheersTokenizer
 from cheers.transforms.channels_last import convolutions_channels_last
 from cheers.transforms.compile import compile_regions
 from cheers.transforms.quantize import quantize_int8
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("eager", "nhwc", "compiled", "int8", "offload")
+MODES = ("eager", "nhwc", "compiled", "graphs", "int8", "offload")
+#: How the ``graphs`` mode compiles its static-shape decoding step: CUDA graphs.
+GRAPHS = {"mode": "reduce-overhead"}
 PROMPT = "A photo of a red bicycle leaning against a yellow wall."
 QUESTION = "Describe this image."
 
@@ -91,11 +96,16 @@ def time_t2i(pipe: CheersPipeline, steps: int, guidance: float, repeats: int) ->
 
 @torch.inference_mode()
 def greedy_answer(
-    pipe: CheersPipeline, image: np.ndarray | None, tokens: int, question: str = QUESTION
+    pipe: CheersPipeline,
+    image: np.ndarray | None,
+    tokens: int,
+    question: str = QUESTION,
+    static: dict | None = None,
 ) -> tuple[float, float, torch.Tensor, torch.Tensor]:
     """One image-to-text request (text only when ``image`` is None) decoded greedily for
     exactly ``tokens`` tokens (EOS ignored): ``(first-token seconds, decoding seconds, first
-    logits (1, V), token ids (tokens,))``."""
+    logits (1, V), token ids (tokens,))``. ``static``: decode with static shapes, compiled
+    with these options (:mod:`cheers.static_decoding`)."""
     sync(pipe.device)
     start = time.perf_counter()
     if image is None:
@@ -109,46 +119,45 @@ def greedy_answer(
     logits = pipe.model.logits(prefix.hidden[:, -1])
     sync(pipe.device)
     first = time.perf_counter()
-    out = decode_text(
-        pipe.model,
-        prefix.cache,
-        batch.valid,
-        batch.lengths,
-        prefix.length,
-        logits,
-        tokens,
-        eos_id=-1,
-        pad_id=0,
-    )
+    args = (batch.valid, batch.lengths, prefix.length, logits)
+    if static is None:
+        out = decode_text(pipe.model, prefix.cache, *args, tokens, eos_id=-1, pad_id=0)
+    else:
+        state = StaticDecodeState.start(pipe.model, prefix.cache, *args, static)
+        out = decode_from(pipe.model, state, tokens, eos_id=-1, pad_id=0)
     sync(pipe.device)
     return first - start, time.perf_counter() - first, logits.float(), out.tokens[0]
 
 
-def time_i2t(pipe: CheersPipeline, tokens: int, repeats: int) -> tuple[list[float], list[float]]:
+def time_i2t(
+    pipe: CheersPipeline, tokens: int, repeats: int, static: dict | None = None
+) -> tuple[list[float], list[float]]:
     """(first-token seconds, decode tokens/s) per repeat, EOS ignored so every run is full."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (pipe.resolution, pipe.resolution, 3), dtype=np.uint8)
     firsts, rates = [], []
     for _ in range(repeats):
-        first, decoding, _, _ = greedy_answer(pipe, image, tokens)
+        first, decoding, _, _ = greedy_answer(pipe, image, tokens, static=static)
         firsts.append(first)
         rates.append((tokens - 1) / decoding)
     return firsts, rates
 
 
-def measure(pipe: CheersPipeline, args: argparse.Namespace) -> dict[str, float]:
+def measure(
+    pipe: CheersPipeline, args: argparse.Namespace, static: dict | None = None
+) -> dict[str, float]:
     device = pipe.device
     time_t2i(pipe, min(args.steps, 3), args.guidance, 1)  # warm-up (and compilation)
     # As many tokens as the timed runs: a compiled decoder layer meets every cache length
     # (and the cache's own size) before the clock starts, so no recompilation is timed.
-    time_i2t(pipe, args.tokens, 1)
+    time_i2t(pipe, args.tokens, 1, static)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t2i = time_t2i(pipe, args.steps, args.guidance, args.repeats)
     t2i_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    firsts, rates = time_i2t(pipe, args.tokens, args.repeats)
+    firsts, rates = time_i2t(pipe, args.tokens, args.repeats, static)
     i2t_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     return {
         "t2i_s_per_image": statistics.median(t2i),
@@ -227,12 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     # Every layer is its own region; decoding's growing cache length is one dynamic shape.
     dynamo.config.cache_size_limit = 64
     results = {}
-    pipe = build(args.tiny, device, dtype) if {"eager", "nhwc", "compiled"} & set(modes) else None
+    shared = {"eager", "nhwc", "compiled", "graphs"}
+    pipe = build(args.tiny, device, dtype) if shared & set(modes) else None
+    compiled = False
     for mode in [m for m in MODES if m in modes]:  # eager before compiled; fresh models last
-        if mode in ("nhwc", "compiled"):
+        if mode in ("nhwc", "compiled", "graphs"):
             convolutions_channels_last(pipe.model)
-        if mode == "compiled":
+        if mode in ("compiled", "graphs") and not compiled:
             compile_regions(pipe.model)
+            compiled = True
         elif mode in ("int8", "offload"):
             # Free the previous model first (compiled graphs hold it too): its weights would
             # count in this mode's peak.
@@ -246,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 quantize_int8(pipe.model)
             else:
                 pipe.enable_model_cpu_offload(device)
-        results[mode] = measure(pipe, args)
+        results[mode] = measure(pipe, args, GRAPHS if mode == "graphs" else None)
         # Each mode's figures as soon as they exist: a run cut short keeps the modes it finished.
         print(json.dumps({mode: results[mode]}), flush=True)
         if mode == args.profile:

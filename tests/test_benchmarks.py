@@ -33,7 +33,7 @@ def test_gpu_script_runs_on_a_tiny_config(capsys, tmp_path):
 @pytest.mark.slow
 def test_gpu_script_compiles_on_a_tiny_config(capsys):
     argv = ["--tiny", "--device", "cpu", "--steps", "2", "--tokens", "3", "--repeats", "1"]
-    assert gpu_engine.main([*argv, "--modes", "eager,compiled"]) == 0
+    assert gpu_engine.main([*argv, "--modes", "eager,compiled,graphs"]) == 0
     assert "compiled" in capsys.readouterr().out
 
 

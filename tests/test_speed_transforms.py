@@ -3,15 +3,17 @@ and channels-last convolutions (the same images and checkpoint)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch._dynamo as dynamo
 from torch._dynamo.utils import counters
 
 from cheers.config import CheersConfig
-from cheers.generation import decode_text, prefill
+from cheers.generation import TextOutput, decode_from, decode_text, prefill
 from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline
 from cheers.sequence import left_pad
+from cheers.static_decoding import StaticDecodeState
 from cheers.tokenizer import CheersTokenizer
 from cheers.transforms.channels_last import convolutions_channels_last
 from cheers.transforms.compile import compile_regions, regions
@@ -90,3 +92,50 @@ def test_channels_last_convolutions_give_the_same_image_and_checkpoint():
     torch.testing.assert_close(pipe("a red circle", **kwargs).images, image, atol=1e-5, rtol=0)
     after = pipe.model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in state.items())
+
+
+def static_greedy(pipe: CheersPipeline, question: str, tokens: int, **options) -> TextOutput:
+    ids = pipe._chat_ids([{"role": "user", "content": question}])
+    batch = left_pad(pipe._sequences([ids, ids[2:]], [[], []], [None, None]))
+    prefix = prefill(pipe.model, batch, room=tokens)
+    logits = pipe.model.logits(prefix.hidden[:, -1])
+    args = (batch.valid, batch.lengths, prefix.length, logits)
+    if options.pop("static", False):
+        state = StaticDecodeState.start(pipe.model, prefix.cache, *args, **options)
+        return decode_from(pipe.model, state, tokens, eos_id=-1, pad_id=0)
+    return decode_text(pipe.model, prefix.cache, *args, tokens, eos_id=-1, pad_id=0)
+
+
+@torch.inference_mode()
+def test_static_shape_decoding_gives_the_tokens_of_growing_decoding():
+    """Two left-padded rows, ten tokens: the same tokens and (up to rounding) logits, eagerly
+    and compiled; the compiled step is one graph for every token."""
+    pipe = tiny_pipe(llm_layers=3)
+    want = static_greedy(pipe, "What can you do?", 10)
+    eager = static_greedy(pipe, "What can you do?", 10, static=True)
+    assert torch.equal(eager.tokens, want.tokens)
+    for a, b in zip(eager.logits, want.logits, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    dynamo.reset()
+    counters.clear()
+    compiled = static_greedy(
+        pipe, "What can you do?", 10, static=True, compile_options={"backend": "eager"}
+    )
+    graphs = counters["stats"]["unique_graphs"]
+    dynamo.reset()
+    assert torch.equal(compiled.tokens, want.tokens)
+    assert graphs == 1
+
+
+@torch.inference_mode()
+def test_static_shape_decoding_refuses_to_run_past_its_cache():
+    pipe = tiny_pipe()
+    ids = pipe._chat_ids([{"role": "user", "content": "Hello"}])
+    batch = left_pad(pipe._sequences([ids], [[]], [None]))
+    prefix = prefill(pipe.model, batch, room=2)
+    logits = pipe.model.logits(prefix.hidden[:, -1])
+    state = StaticDecodeState.start(
+        pipe.model, prefix.cache, batch.valid, batch.lengths, prefix.length, logits
+    )
+    with pytest.raises(ValueError, match="KV cache overflow"):
+        decode_from(pipe.model, state, 4, eos_id=-1, pad_id=0)

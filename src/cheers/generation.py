@@ -224,6 +224,25 @@ def decode_text(
         logits,
         torch.zeros(b, dtype=torch.bool, device=logits.device),
     )
+    return decode_from(
+        model, state, max_new_tokens, eos_id, pad_id, temperature, top_p, generator, on_token
+    )
+
+
+def decode_from(
+    model: Cheers,
+    state: DecodeState,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    on_token: Callable[[int, torch.Tensor], None] | None = None,
+) -> TextOutput:
+    """:func:`decode_text` from a decoding state: any :class:`DecodeState`, e.g. the
+    static-shape one of :mod:`cheers.static_decoding`."""
+    b = state.logits.shape[0]
     tokens: list[torch.Tensor] = []
     chosen_by: list[torch.Tensor] = []
     for i in range(max_new_tokens):
@@ -237,5 +256,5 @@ def decode_text(
         if bool(state.done.all()) or i == max_new_tokens - 1:
             break
         state.advance(model, token)
-    out = torch.stack(tokens, 1) if tokens else logits.new_zeros(b, 0, dtype=torch.long)
+    out = torch.stack(tokens, 1) if tokens else state.logits.new_zeros(b, 0, dtype=torch.long)
     return TextOutput(out, chosen_by)

@@ -260,7 +260,7 @@ class Cheers(nn.Module):
         position_ids: torch.Tensor,
         mask: torch.Tensor | None,
         cache: KVCache | None = None,
-        start: int = 0,
+        start: int | torch.Tensor = 0,
     ) -> torch.Tensor:
         """The LLM's final hidden states; see :meth:`Qwen2Model.forward`."""
         return self.model.language_model(inputs_embeds, position_ids, mask, cache, start)

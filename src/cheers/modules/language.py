@@ -68,9 +68,18 @@ class LayerCache:
         self.keys, self.values = keys, values
 
     def update(
-        self, k: torch.Tensor, v: torch.Tensor, start: int
+        self, k: torch.Tensor, v: torch.Tensor, start: int | torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write ``k``/``v`` (B, Hkv, T, D) at ``start``; the keys/values up to them."""
+        """Write ``k``/``v`` (B, Hkv, T, D) at ``start``; the keys/values up to them.
+
+        A tensor ``start`` holds the T cache slots to write instead: the whole cache comes
+        back, the same shape at every call (static-shape decoding, see
+        :mod:`cheers.static_decoding`), and the caller's mask hides the slots not written yet.
+        """
+        if isinstance(start, torch.Tensor):
+            self.keys.index_copy_(2, start, k)
+            self.values.index_copy_(2, start, v)
+            return self.keys, self.values
         end = start + k.shape[2]
         if end > self.keys.shape[2]:
             raise ValueError(f"KV cache overflow: need {end} positions, have {self.keys.shape[2]}")
@@ -99,7 +108,7 @@ class Qwen2Attention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor | None,
         cache: LayerCache | None,
-        start: int,
+        start: int | torch.Tensor,
     ) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
@@ -123,7 +132,9 @@ class Qwen2DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, rope, mask, cache: LayerCache | None, start: int):
+    def forward(
+        self, x: torch.Tensor, rope, mask, cache: LayerCache | None, start: int | torch.Tensor
+    ):
         x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, start)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -147,12 +158,14 @@ class Qwen2Model(nn.Module):
         position_ids: torch.Tensor,
         mask: torch.Tensor | None,
         cache: KVCache | None = None,
-        start: int = 0,
+        start: int | torch.Tensor = 0,
     ) -> torch.Tensor:
         """Embeddings (B, T, D) at ``position_ids`` (B, T) → final hidden states (B, T, D).
 
         ``mask`` is boolean (B, T, S) or (B, 1, T, S), True = may attend, where S covers the
-        cache up to ``start + T`` (or T without a cache); the new keys are written at ``start``.
+        cache up to ``start + T`` (or T without a cache); the new keys are written at ``start``
+        (a tensor ``start``: at those T slots, and S is the whole cache, see
+        :meth:`LayerCache.update`).
         """
         if mask is not None and mask.dim() == 3:
             mask = mask[:, None]
