@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from live_server import STEPS, png_bytes
 
+from cheers.text_requests import TextRequest
+
 sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
@@ -82,8 +84,9 @@ def test_page_generates_images_and_streams_an_answer(browser, live, pipe, tmp_pa
     page.click("#chat-form button[type=submit]")
     page.wait_for_selector("#chat-log .message.assistant.done")
     reply = page.locator("#chat-log .message.assistant").last
-    assert reply.get_attribute("data-chunks") == "12"
     messages = [{"role": "user", "content": "Who are you?"}]
+    alone = pipe.answer([TextRequest(messages, max_new_tokens=12, seed=5)])[0]
+    assert reply.get_attribute("data-chunks") == str(len(alone.token_ids))  # EOS is not sent
     assert reply.text_content() == pipe.chat(messages, max_new_tokens=12, generator=5)
     assert not page.locator("#chat .error").is_visible()
 

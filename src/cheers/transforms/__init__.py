@@ -2,8 +2,10 @@
 
 - :mod:`cheers.transforms.lora` — low-rank adapters on chosen linear layers (train, save in
   the PEFT layout, load, merge, unload);
-- :mod:`cheers.transforms.quantize` — int8 weight-only quantization of linear layers.
+- :mod:`cheers.transforms.quantize` — int8 weight-only quantization of linear layers;
+- :mod:`cheers.transforms.compile` — regional ``torch.compile`` of the repeated blocks;
+- :mod:`cheers.transforms.channels_last` — the convolutions in channels-last memory order.
 
-Each replaces ``nn.Linear`` modules in place by name, so the rest of the model code never
+LoRA and int8 replace ``nn.Linear`` modules in place by name, so the rest of the model code never
 knows, and the checkpoint names of everything else stay as they were.
 """
