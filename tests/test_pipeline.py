@@ -100,16 +100,16 @@ def test_edit_starts_from_the_source(pipe, monkeypatch):
     out = pipe.edit(source, "make it blue", generator=0, **FAST)
     assert len(out.images) == 1 and out.images[0].size == (128, 128)
 
-    import cheers.pipeline as pipeline_module
+    import cheers.image_generation as image_generation
 
     seen = {}
-    real = pipeline_module.sample_latents
+    real = image_generation.sample_latents
 
     def spy(model, prefix, x, sampler, *args, **kwargs):
         seen["x"], seen["times"] = x.clone(), sampler.grid.clone()
         return real(model, prefix, x, sampler, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline_module, "sample_latents", spy)
+    monkeypatch.setattr(image_generation, "sample_latents", spy)
     noise = torch.randn(1, 128, 8, 8, generator=torch.Generator().manual_seed(1))
     pipe.edit(source, "x", strength=0.5, latents=noise, num_inference_steps=8)
     x1 = pipe.model.encode_latent(pipe._pixels([source]))

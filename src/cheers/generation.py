@@ -1,7 +1,7 @@
 """Generation loops over a prefilled KV cache: the image ODE and text decoding.
 
 These functions work on already assembled LLM inputs (see :mod:`cheers.sequence`); turning
-prompts and images into those inputs is the pipeline's job (:mod:`cheers.pipeline`). The shape
+prompts and images into those inputs is :mod:`cheers.llm_inputs`' job. The shape
 follows flux's ``sampling.py`` (prepare the context once, then a denoising loop that calls the
 model's velocity once per step and a sampler's ``step``) and gpt-fast's ``generate.py``
 (prefill, then one token at a time from a decoding state, with a per-token callback).

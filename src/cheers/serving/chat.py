@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from PIL import Image
 
-from cheers.pipeline import IMAGE_IN_PROMPT
+from cheers.llm_inputs import IMAGE_IN_PROMPT
 from cheers.serving.batching import END_OF_EVENTS, Job
 from cheers.serving.errors import APIError
 from cheers.serving.images import image_from_data_url

@@ -1,0 +1,153 @@
+"""Text rows → answers: prefilling conversations and decoding their answers.
+
+:func:`generate_text` decodes a batch with one set of settings (what
+:meth:`CheersPipeline.chat` and :meth:`~CheersPipeline.understand` ask for);
+:func:`answer_requests` gives every :class:`~cheers.text_requests.TextRequest` its own budget,
+temperature, top-p and seed (:meth:`CheersPipeline.answer`, with
+:func:`cheers.text_requests.decode_rows`). Both stream the new text of each row per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from cheers.arguments import (
+    GeneratorLike,
+    check_finite,
+    check_number,
+    check_positive,
+    new_token_room,
+    to_generator,
+)
+from cheers.errors import CheersError, PromptError
+from cheers.generation import DecodeState, decode_text, prefill
+from cheers.llm_inputs import IMAGE_IN_PROMPT, InputBuilder, TextRow
+from cheers.sequence import left_pad
+from cheers.text_requests import RowSettings, RowStreamer, TextAnswer, TextRequest, decode_rows
+
+
+def token_streamer(
+    inputs: InputBuilder, stream: Callable[[list[str]], None] | None, rows: int
+) -> Callable[[int, torch.Tensor], None] | None:
+    """Per-token ids → the new text of each row (decoding the ids so far, so that a
+    character split over several tokens comes out whole)."""
+    if stream is None:
+        return None
+    special, decode = inputs.special, inputs.tokenizer.decode
+    ids: list[list[int]] = [[] for _ in range(rows)]
+    shown = [""] * rows
+
+    def on_token(step: int, token: torch.Tensor) -> None:
+        pieces = []
+        for r, tok in enumerate(token.tolist()):
+            if tok not in (special.eos, special.pad) and (not ids[r] or ids[r][-1] != special.eos):
+                ids[r].append(tok)
+            else:
+                ids[r].append(special.eos)
+            text = decode([i for i in ids[r] if i != special.eos])
+            pieces.append(text[len(shown[r]) :] if text.startswith(shown[r]) else "")
+            shown[r] = text if text.startswith(shown[r]) else shown[r]
+        stream(pieces)
+
+    return on_token
+
+
+def generate_text(
+    inputs: InputBuilder,
+    requests: Sequence[TextRow],
+    max_new_tokens: int | None,
+    temperature: float,
+    top_p: float,
+    generator: GeneratorLike,
+    stream: Callable[[list[str]], None] | None = None,
+) -> list[str]:
+    """Answer every row with the same settings; each answer is cut at its EOS."""
+    model, special = inputs.model, inputs.special
+    gen = to_generator(generator, inputs.device)
+    ids, images, prefixes = zip(*requests, strict=True)
+    batch = left_pad(inputs.sequences(ids, images, prefixes))
+    context = model.config.text_config.max_position_embeddings
+    max_new_tokens = new_token_room(int(batch.lengths.max()), max_new_tokens, context)
+    prefix = prefill(model, batch, room=max_new_tokens)
+    check_finite(prefix.hidden[:, -1], "the prompt's hidden states")
+    out = decode_text(
+        model,
+        prefix.cache,
+        batch.valid,
+        batch.lengths,
+        prefix.length,
+        model.logits(prefix.hidden[:, -1]),
+        max_new_tokens,
+        eos_id=special.eos,
+        pad_id=special.pad,
+        temperature=temperature,
+        top_p=top_p,
+        generator=gen,
+        on_token=token_streamer(inputs, stream, len(requests)),
+    )
+    answers = []
+    for row in out.tokens.tolist():
+        if special.eos in row:
+            row = row[: row.index(special.eos)]
+        answers.append(inputs.tokenizer.decode(row).strip())
+    return answers
+
+
+def answer_requests(
+    inputs: InputBuilder,
+    requests: Sequence[TextRequest],
+    stream: Callable[[list[str | None]], None] | None = None,
+) -> list[TextAnswer]:
+    """Check, prefill and decode independent requests together, each with its own settings
+    (the body of :meth:`CheersPipeline.answer`)."""
+    model, special, tokenizer = inputs.model, inputs.special, inputs.tokenizer
+    settings, rows = [], []
+    for req in requests:
+        check_positive(req.max_new_tokens, "max_new_tokens")
+        check_number(req.temperature, "temperature", low=0.0)
+        check_number(req.top_p, "top_p")
+        if not 0.0 < req.top_p <= 1.0:
+            raise CheersError(f"top_p must be in (0, 1], got {req.top_p}")
+        gen = to_generator(req.seed, inputs.device)
+        settings.append(RowSettings(req.max_new_tokens, req.temperature, req.top_p, gen))
+        ids = inputs.chat_ids(req.messages)
+        if ids.count(special.image) != len(req.images):
+            raise PromptError(
+                f"the messages mark {ids.count(special.image)} images but "
+                f"{len(req.images)} are given; put one {IMAGE_IN_PROMPT} per image"
+            )
+        rows.append(ids)
+    flat = [im for req in requests for im in req.images]
+    tokens = model.understanding_tokens(inputs.pixels(flat)) if flat else None
+    requests_in, k = [], 0
+    for req, ids, row in zip(requests, rows, settings, strict=True):
+        n = len(req.images)
+        dummy = None if n else inputs.dummy_tokens(1, None, [row.generator])
+        images = [tokens[k + j] for j in range(n)] if n else []
+        requests_in.append((ids, images, None if dummy is None else dummy[0]))
+        k += n
+    batch = left_pad(inputs.sequences(*zip(*requests_in, strict=True)))
+    for length, row in zip(batch.lengths.tolist(), settings, strict=True):
+        inputs.check_context(length, row.max_new_tokens)
+    room = max(row.max_new_tokens for row in settings)
+    prefix = prefill(model, batch, room=room)
+    state = DecodeState(
+        prefix.cache,
+        batch.valid,
+        batch.lengths.clone(),
+        prefix.length,
+        model.logits(prefix.hidden[:, -1]),
+        torch.zeros(len(requests), dtype=torch.bool, device=inputs.device),
+    )
+    on_token = None
+    if stream is not None:
+        on_token = RowStreamer(tokenizer.decode, special.eos, stream, len(requests))
+    out = decode_rows(model, state, settings, special.eos, special.pad, on_token)
+    answers = []
+    for row, stopped, length in zip(out.tokens, out.stopped, batch.lengths.tolist(), strict=True):
+        ids = row[:-1] if stopped else row
+        text = tokenizer.decode(ids).strip()
+        answers.append(TextAnswer(text, ids, "stop" if stopped else "length", length))
+    return answers
