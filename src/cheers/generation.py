@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 import torch
 
@@ -178,6 +179,20 @@ class DecodeState:
     logits: torch.Tensor  # (B, V): the logits that choose the next token
     done: torch.Tensor  # (B,) bool: the row has produced EOS
 
+    @classmethod
+    def begin(
+        cls,
+        cache: KVCache,
+        key_valid: torch.Tensor,
+        positions: torch.Tensor,
+        start: int,
+        logits: torch.Tensor,
+        **extra: Any,
+    ) -> Self:
+        """The state right after a prefill (no row done); ``extra``: a subclass's fields."""
+        done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+        return cls(cache, key_valid, positions.clone(), start, logits, done, **extra)
+
     def advance(self, model: Cheers, token: torch.Tensor) -> None:
         """Feed ``token`` (B,) and move to the logits of the one after it."""
         self.logits, self.key_valid = feed_token(
@@ -215,15 +230,7 @@ def decode_text(
     row has produced EOS (which is kept in the output). ``on_token(i, ids)`` streams each
     step's ids (B,) as soon as they are chosen.
     """
-    b = logits.shape[0]
-    state = DecodeState(
-        cache,
-        key_valid,
-        positions.clone(),
-        start,
-        logits,
-        torch.zeros(b, dtype=torch.bool, device=logits.device),
-    )
+    state = DecodeState.begin(cache, key_valid, positions, start, logits)
     return decode_from(
         model, state, max_new_tokens, eos_id, pad_id, temperature, top_p, generator, on_token
     )

@@ -51,23 +51,21 @@ class StaticDecodeState(DecodeState):
         """The state after a prefill of ``start`` positions (arguments as for
         :func:`~cheers.generation.decode_text`); ``compile_options`` (e.g.
         ``{"mode": "reduce-overhead"}``) compile the step, ``None`` runs it eagerly."""
-        b, device = logits.shape[0], logits.device
-        mask = torch.zeros(b, 1, 1, cache.max_len, dtype=torch.bool, device=device)
+        mask = torch.zeros(len(logits), 1, 1, cache.max_len, dtype=torch.bool, device=logits.device)
         mask[:, 0, 0, :start] = key_valid
         step = _step_function(model, cache)
         if compile_options is not None:
             for tensor in (*cache.keys, *cache.values):  # written in place by every replay
                 torch._dynamo.mark_static_address(tensor)
             step = torch.compile(step, fullgraph=True, **compile_options)
-        return cls(
+        return cls.begin(
             cache,
             key_valid,
-            positions.clone(),
+            positions,
             start,
             logits,
-            torch.zeros(b, dtype=torch.bool, device=device),
             mask=mask,
-            slot=torch.tensor([start], device=device),
+            slot=torch.tensor([start], device=logits.device),
             step=step,
             copy_logits=compile_options is not None,
         )

@@ -133,14 +133,8 @@ def answer_requests(
         inputs.check_context(length, row.max_new_tokens)
     room = max(row.max_new_tokens for row in settings)
     prefix = prefill(model, batch, room=room)
-    state = DecodeState(
-        prefix.cache,
-        batch.valid,
-        batch.lengths.clone(),
-        prefix.length,
-        model.logits(prefix.hidden[:, -1]),
-        torch.zeros(len(requests), dtype=torch.bool, device=inputs.device),
-    )
+    logits = model.logits(prefix.hidden[:, -1])
+    state = DecodeState.begin(prefix.cache, batch.valid, batch.lengths, prefix.length, logits)
     on_token = None
     if stream is not None:
         on_token = RowStreamer(tokenizer.decode, special.eos, stream, len(requests))
