@@ -123,7 +123,7 @@ def greedy_answer(
     if static is None:
         out = decode_text(pipe.model, prefix.cache, *args, tokens, eos_id=-1, pad_id=0)
     else:
-        state = StaticDecodeState.start(pipe.model, prefix.cache, *args, static)
+        state = StaticDecodeState.after_prefill(pipe.model, prefix.cache, *args, static)
         out = decode_from(pipe.model, state, tokens, eos_id=-1, pad_id=0)
     sync(pipe.device)
     return first - start, time.perf_counter() - first, logits.float(), out.tokens[0]

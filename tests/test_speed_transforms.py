@@ -101,7 +101,7 @@ def static_greedy(pipe: CheersPipeline, question: str, tokens: int, **options) -
     logits = pipe.model.logits(prefix.hidden[:, -1])
     args = (batch.valid, batch.lengths, prefix.length, logits)
     if options.pop("static", False):
-        state = StaticDecodeState.start(pipe.model, prefix.cache, *args, **options)
+        state = StaticDecodeState.after_prefill(pipe.model, prefix.cache, *args, **options)
         return decode_from(pipe.model, state, tokens, eos_id=-1, pad_id=0)
     return decode_text(pipe.model, prefix.cache, *args, tokens, eos_id=-1, pad_id=0)
 
@@ -134,7 +134,7 @@ def test_static_shape_decoding_refuses_to_run_past_its_cache():
     batch = left_pad(pipe._sequences([ids], [[]], [None]))
     prefix = prefill(pipe.model, batch, room=2)
     logits = pipe.model.logits(prefix.hidden[:, -1])
-    state = StaticDecodeState.start(
+    state = StaticDecodeState.after_prefill(
         pipe.model, prefix.cache, batch.valid, batch.lengths, prefix.length, logits
     )
     with pytest.raises(ValueError, match="KV cache overflow"):

@@ -11,7 +11,7 @@ token). The tokens are those of :func:`~cheers.generation.decode_text` up to flo
 (the masked slots add exact zeros to the attention).
 
     >>> options = {"mode": "reduce-overhead"}                                  # doctest: +SKIP
-    >>> state = StaticDecodeState.start(model, cache, valid, positions, length, logits, options)
+    >>> state = StaticDecodeState.after_prefill(model, cache, valid, pos, length, logits, options)
     >>> decode_from(model, state, max_new_tokens=128, eos_id=eos, pad_id=pad)  # doctest: +SKIP
 """
 
@@ -34,11 +34,11 @@ class StaticDecodeState(DecodeState):
 
     mask: torch.Tensor = field(default=None)  # (B, 1, 1, max_len) bool: the slots to attend
     slot: torch.Tensor = field(default=None)  # (1,) long: the cache slot of the next token
-    step: Callable[..., torch.Tensor] = field(default=None)  # (token, positions) → logits
+    step: Callable[..., torch.Tensor] = field(default=None)  # (token, positions, slot, mask)
     copy_logits: bool = False  # a CUDA graph's output is overwritten by its next replay
 
     @classmethod
-    def start(
+    def after_prefill(
         cls,
         model: Cheers,
         cache: KVCache,
