@@ -10,12 +10,14 @@ quantized), and its mapping closed before the next is read.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -164,6 +166,21 @@ def weight_files(folder: Path) -> list[Path]:
     )
 
 
+@contextlib.contextmanager
+def open_weights(file: Path) -> Iterator[Any]:
+    """``safe_open`` one weight file; an empty, truncated or corrupt file (found on opening it
+    or on any read inside the ``with``) is a CheckpointError naming it and the fix."""
+    if file.stat().st_size == 0:
+        raise CheckpointError(f"{file} is empty (0 bytes); re-download or re-save it")
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            yield handle
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        raise CheckpointError(
+            f"{file} is truncated or corrupt and cannot be read ({err}); re-download or re-save it"
+        ) from err
+
+
 def iter_tensors(
     files: list[Path],
     skip: frozenset[str] = frozenset(),
@@ -178,44 +195,28 @@ def iter_tensors(
     tensor after tensor holds at most one of them in memory. ``None`` keeps every tensor.
     """
     for file in files:
-        if file.stat().st_size == 0:
-            raise CheckpointError(f"{file} is empty (0 bytes); re-download or re-save it")
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    if name in skip:
-                        continue
-                    if mapped is None or mapped(name, handle.get_slice(name).get_dtype()):
-                        yield name, handle.get_tensor(name)
-                    else:
-                        with safe_open(str(file), framework="pt") as own:
-                            tensor = own.get_tensor(name)
-                        yield name, tensor
-                        del tensor  # the caller holds the only reference now
-        except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-            raise CheckpointError(
-                f"{file} is truncated or corrupt and cannot be read ({err}); "
-                "re-download or re-save it"
-            ) from err
+        with open_weights(file) as handle:
+            for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                if name in skip:
+                    continue
+                if mapped is None or mapped(name, handle.get_slice(name).get_dtype()):
+                    yield name, handle.get_tensor(name)
+                else:
+                    with safe_open(str(file), framework="pt") as own:
+                        tensor = own.get_tensor(name)
+                    yield name, tensor
+                    del tensor  # the caller holds the only reference now
 
 
 def stored_shapes(files: list[Path], skip: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
     """Every stored tensor as an empty ``meta`` tensor of its shape (headers only)."""
     shapes: dict[str, torch.Tensor] = {}
     for file in files:
-        if file.stat().st_size == 0:
-            raise CheckpointError(f"{file} is empty (0 bytes); re-download or re-save it")
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    if name not in skip:
-                        shape = handle.get_slice(name).get_shape()
-                        shapes[name] = torch.empty(shape, device="meta")
-        except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-            raise CheckpointError(
-                f"{file} is truncated or corrupt and cannot be read ({err}); "
-                "re-download or re-save it"
-            ) from err
+        with open_weights(file) as handle:
+            for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                if name not in skip:
+                    shape = handle.get_slice(name).get_shape()
+                    shapes[name] = torch.empty(shape, device="meta")
     return shapes
 
 

@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
-from cheers.checkpoint import resolve_model_path, weight_files
+from cheers.checkpoint import open_weights, resolve_model_path, weight_files
 from cheers.errors import CheckpointError
 from cheers.model import Cheers
 
@@ -128,15 +127,6 @@ class LoadReport:
 
 
 # ------------------------------------------------------------------------- safetensors I/O
-_READ_ERRORS = (SafetensorError, OSError, RuntimeError, ValueError)
-
-
-def _corrupt(file: Path, err: Exception) -> CheckpointError:
-    return CheckpointError(
-        f"{file} is truncated or corrupt and cannot be read ({err}); re-download or re-save it"
-    )
-
-
 class _Tensors:
     """Names and shapes of the tensors in safetensors files, with reads of chosen names only.
 
@@ -150,15 +140,10 @@ class _Tensors:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self._file_of: dict[str, Path] = {}
         for file in files:
-            if file.stat().st_size == 0:
-                raise CheckpointError(f"{file} is empty (0 bytes); re-download or re-save it")
-            try:
-                with safe_open(str(file), framework="pt") as handle:
-                    for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                        self.shapes[name] = tuple(handle.get_slice(name).get_shape())
-                        self._file_of[name] = file
-            except _READ_ERRORS as err:
-                raise _corrupt(file, err) from err
+            with open_weights(file) as handle:
+                for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    self.shapes[name] = tuple(handle.get_slice(name).get_shape())
+                    self._file_of[name] = file
 
     def read(self, names: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield (name, tensor) for ``names``, opening each file once."""
@@ -166,13 +151,10 @@ class _Tensors:
         for name in names:
             by_file.setdefault(self._file_of[name], []).append(name)
         for file, group in by_file.items():
-            try:
-                with safe_open(str(file), framework="pt") as handle:
-                    # One tensor at a time: a shard never has to fit in memory at once.
-                    for name in group:
-                        yield name, handle.get_tensor(name)
-            except _READ_ERRORS as err:
-                raise _corrupt(file, err) from err
+            with open_weights(file) as handle:
+                # One tensor at a time: a shard never has to fit in memory at once.
+                for name in group:
+                    yield name, handle.get_tensor(name)
 
     def get(self, name: str) -> torch.Tensor:
         return next(self.read([name]))[1]
