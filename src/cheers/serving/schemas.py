@@ -69,9 +69,9 @@ class ChatCompletionRequest(_Request):
 
 
 # ----------------------------------------------------------------------------------- images
-class ImageGenerationRequest(_Request):
-    """``POST /v1/images/generations``; ``seed``, ``num_inference_steps``, ``guidance_scale``
-    and ``negative_prompt`` are extensions (the openai client passes them in ``extra_body``)."""
+class _ImageFields(BaseModel):
+    """The fields both image endpoints take: OpenAI's, and the ``seed``,
+    ``num_inference_steps`` and ``guidance_scale`` extensions."""
 
     prompt: str
     model: str | None = None
@@ -81,25 +81,22 @@ class ImageGenerationRequest(_Request):
     seed: int | None = Field(None, ge=0, lt=MAX_SEED)
     num_inference_steps: int | None = None
     guidance_scale: float | None = Field(None, ge=0.0)
-    negative_prompt: str | None = None
     user: str | None = None
 
 
-class ImageEditForm(BaseModel):
+class ImageGenerationRequest(_Request, _ImageFields):
+    """``POST /v1/images/generations``; ``seed``, ``num_inference_steps``, ``guidance_scale``
+    and ``negative_prompt`` are extensions (the openai client passes them in ``extra_body``)."""
+
+    negative_prompt: str | None = None
+
+
+class ImageEditForm(_ImageFields):
     """The fields of ``POST /v1/images/edits`` (multipart form: text fields are parsed)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str
-    model: str | None = None
-    n: int = 1
-    size: str | None = None
-    response_format: str | None = None
-    seed: int | None = Field(None, ge=0, lt=MAX_SEED)
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = Field(None, ge=0.0)
     strength: float | None = Field(None, gt=0.0, le=1.0)
-    user: str | None = None
 
 
 # -------------------------------------------------------------------------------- responses
