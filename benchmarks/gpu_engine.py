@@ -13,8 +13,9 @@ that never stop at EOS) and peak GPU memory. The modes build on one model in tur
 - ``compiled``: also ``torch.compile`` applied regionally (:mod:`cheers.transforms.compile`:
   each LLM decoder layer, ViT layer, flow-head block and decoder-projector block on its own;
   one graph serves every layer of a shape), which covers the denoising step and decoding;
-- ``graphs``: also text decoding with static shapes, its step compiled whole with
-  ``mode="reduce-overhead"`` (CUDA graphs; :mod:`cheers.static_decoding`).
+- ``graphs``: also text decoding with static shapes over a cache kept between requests, its
+  step compiled whole with ``mode="reduce-overhead"`` (CUDA graphs, recorded once;
+  ``pipe.enable_static_decoding``, :mod:`cheers.static_decoding`).
 
 The first run of each mode is a warm-up (compilation) and is not timed. ``--profile MODE``
 profiles one short text-to-image call and a short decode after that mode's figures: the
@@ -40,11 +41,10 @@ import numpy as np
 import torch
 
 from cheers.config import CheersConfig
-from cheers.generation import decode_from, decode_text, prefill
+from cheers.generation import decode_from
 from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline
 from cheers.sequence import left_pad
-from cheers.static_decoding import StaticDecodeState
 from cheers.tokenizer import CheersTokenizer
 from cheers.transforms.channels_last import convolutions_channels_last
 from cheers.transforms.compile import compile_regions
@@ -100,64 +100,53 @@ def greedy_answer(
     image: np.ndarray | None,
     tokens: int,
     question: str = QUESTION,
-    static: dict | None = None,
 ) -> tuple[float, float, torch.Tensor, torch.Tensor]:
     """One image-to-text request (text only when ``image`` is None) decoded greedily for
     exactly ``tokens`` tokens (EOS ignored): ``(first-token seconds, decoding seconds, first
-    logits (1, V), token ids (tokens,))``. ``static``: decode with static shapes, compiled
-    with these options (:mod:`cheers.static_decoding`)."""
+    logits (1, V), token ids (tokens,))``, decoded as ``pipe.text_decoding`` decodes."""
     sync(pipe.device)
     start = time.perf_counter()
     if image is None:
         images, content = [], question
     else:
-        images = [pipe.model.understanding_tokens(pipe._pixels([image]))[0]]
+        images = [pipe.model.understanding_tokens(pipe.inputs.pixels([image]))[0]]
         content = "<im_start><image><im_end>\n" + question
-    ids = pipe._chat_ids([{"role": "user", "content": content}])
-    batch = left_pad(pipe._sequences([ids], [images], [None]))
-    prefix = prefill(pipe.model, batch, room=tokens)
-    logits = pipe.model.logits(prefix.hidden[:, -1])
+    ids = pipe.inputs.chat_ids([{"role": "user", "content": content}])
+    batch = left_pad(pipe.inputs.sequences([ids], [images], [None]))
+    _, state = pipe.text_decoding(pipe.model, batch, tokens)
+    logits = state.logits
     sync(pipe.device)
     first = time.perf_counter()
-    args = (batch.valid, batch.lengths, prefix.length, logits)
-    if static is None:
-        out = decode_text(pipe.model, prefix.cache, *args, tokens, eos_id=-1, pad_id=0)
-    else:
-        state = StaticDecodeState.after_prefill(pipe.model, prefix.cache, *args, static)
-        out = decode_from(pipe.model, state, tokens, eos_id=-1, pad_id=0)
+    out = decode_from(pipe.model, state, tokens, eos_id=-1, pad_id=0)
     sync(pipe.device)
     return first - start, time.perf_counter() - first, logits.float(), out.tokens[0]
 
 
-def time_i2t(
-    pipe: CheersPipeline, tokens: int, repeats: int, static: dict | None = None
-) -> tuple[list[float], list[float]]:
+def time_i2t(pipe: CheersPipeline, tokens: int, repeats: int) -> tuple[list[float], list[float]]:
     """(first-token seconds, decode tokens/s) per repeat, EOS ignored so every run is full."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (pipe.resolution, pipe.resolution, 3), dtype=np.uint8)
     firsts, rates = [], []
     for _ in range(repeats):
-        first, decoding, _, _ = greedy_answer(pipe, image, tokens, static=static)
+        first, decoding, _, _ = greedy_answer(pipe, image, tokens)
         firsts.append(first)
         rates.append((tokens - 1) / decoding)
     return firsts, rates
 
 
-def measure(
-    pipe: CheersPipeline, args: argparse.Namespace, static: dict | None = None
-) -> dict[str, float]:
+def measure(pipe: CheersPipeline, args: argparse.Namespace) -> dict[str, float]:
     device = pipe.device
     time_t2i(pipe, min(args.steps, 3), args.guidance, 1)  # warm-up (and compilation)
     # As many tokens as the timed runs: a compiled decoder layer meets every cache length
     # (and the cache's own size) before the clock starts, so no recompilation is timed.
-    time_i2t(pipe, args.tokens, 1, static)
+    time_i2t(pipe, args.tokens, 1)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t2i = time_t2i(pipe, args.steps, args.guidance, args.repeats)
     t2i_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    firsts, rates = time_i2t(pipe, args.tokens, args.repeats, static)
+    firsts, rates = time_i2t(pipe, args.tokens, args.repeats)
     i2t_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     return {
         "t2i_s_per_image": statistics.median(t2i),
@@ -258,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                 quantize_int8(pipe.model)
             else:
                 pipe.enable_model_cpu_offload(device)
-        results[mode] = measure(pipe, args, GRAPHS if mode == "graphs" else None)
+        if mode == "graphs":
+            pipe.enable_static_decoding(max_length=1024, compile_options=GRAPHS)
+        results[mode] = measure(pipe, args)
         # Each mode's figures as soon as they exist: a run cut short keeps the modes it finished.
         print(json.dumps({mode: results[mode]}), flush=True)
         if mode == args.profile:

@@ -99,7 +99,7 @@ def test_int8_weights_everywhere_keep_float32_compute_in_every_task(pipes):
                 num_inference_steps=4,
                 output_type="latent",
             ).images
-            tokens = pipe.model.understanding_tokens(pipe._pixels([source]))
+            tokens = pipe.model.understanding_tokens(pipe.inputs.pixels([source]))
             out["tokens"] = tokens
             out["answer"] = pipe.understand(source, "What shape is it?", max_new_tokens=6)
 

@@ -31,8 +31,8 @@ COMMON = {"num_inference_steps": 2, "dummy_image": False, "output_type": "latent
 def test_velocity_seam_shares_the_image_path_between_branches(pipe):
     """One image-path pass for both branches equals the reference's pass on cat([x, x])."""
     model = pipe.model
-    ids = [pipe._generation_ids("a red circle")]
-    seqs = pipe._sequences([*ids, pipe._uncond_ids(ids[0])], [[], []], [None, None])
+    ids = [pipe.inputs.generation_ids("a red circle")]
+    seqs = pipe.inputs.sequences([*ids, pipe.inputs.uncond_ids(ids[0])], [[], []], [None, None])
     prefix = prefill(model, left_pad(seqs), room=model.tokens_per_image)
     ctx = flow_context(model, prefix, 1, guidance_scale=3.0)
     x, t = _noise(pipe), torch.tensor(0.3)

@@ -112,7 +112,7 @@ def test_edit_starts_from_the_source(pipe, monkeypatch):
     monkeypatch.setattr(image_generation, "sample_latents", spy)
     noise = torch.randn(1, 128, 8, 8, generator=torch.Generator().manual_seed(1))
     pipe.edit(source, "x", strength=0.5, latents=noise, num_inference_steps=8)
-    x1 = pipe.model.encode_latent(pipe._pixels([source]))
+    x1 = pipe.model.encode_latent(pipe.inputs.pixels([source]))
     # docs/architecture.md §10: start at t0 = 1 − strength from t0·x1 + (1 − t0)·noise,
     # int(strength·n) points
     torch.testing.assert_close(seen["x"], 0.5 * x1 + 0.5 * noise)

@@ -9,11 +9,12 @@ import torch._dynamo as dynamo
 from torch._dynamo.utils import counters
 
 from cheers.config import CheersConfig
-from cheers.generation import TextOutput, decode_from, decode_text, prefill
+from cheers.generation import decode_from, decode_text, prefill, start_decoding
 from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline
-from cheers.sequence import left_pad
-from cheers.static_decoding import StaticDecodeState
+from cheers.sequence import Batch, left_pad
+from cheers.static_decoding import StaticDecoder, StaticDecoding
+from cheers.text_requests import TextRequest
 from cheers.tokenizer import CheersTokenizer
 from cheers.transforms.channels_last import convolutions_channels_last
 from cheers.transforms.compile import compile_regions, regions
@@ -30,8 +31,8 @@ def tiny_pipe(llm_layers: int = 2) -> CheersPipeline:
 
 
 def greedy(pipe: CheersPipeline, question: str, tokens: int) -> torch.Tensor:
-    ids = pipe._chat_ids([{"role": "user", "content": question}])
-    batch = left_pad(pipe._sequences([ids], [[]], [None]))
+    ids = pipe.inputs.chat_ids([{"role": "user", "content": question}])
+    batch = left_pad(pipe.inputs.sequences([ids], [[]], [None]))
     prefix = prefill(pipe.model, batch, room=tokens)
     logits = pipe.model.logits(prefix.hidden[:, -1])
     args = (batch.valid, batch.lengths, prefix.length, logits, tokens)
@@ -94,48 +95,77 @@ def test_channels_last_convolutions_give_the_same_image_and_checkpoint():
     assert all(torch.equal(after[k], v) for k, v in state.items())
 
 
-def static_greedy(pipe: CheersPipeline, question: str, tokens: int, **options) -> TextOutput:
-    ids = pipe._chat_ids([{"role": "user", "content": question}])
-    batch = left_pad(pipe._sequences([ids, ids[2:]], [[], []], [None, None]))
-    prefix = prefill(pipe.model, batch, room=tokens)
-    logits = pipe.model.logits(prefix.hidden[:, -1])
-    args = (batch.valid, batch.lengths, prefix.length, logits)
-    if options.pop("static", False):
-        state = StaticDecodeState.after_prefill(pipe.model, prefix.cache, *args, **options)
-        return decode_from(pipe.model, state, tokens, eos_id=-1, pad_id=0)
-    return decode_text(pipe.model, prefix.cache, *args, tokens, eos_id=-1, pad_id=0)
+def two_rows(pipe: CheersPipeline, question: str) -> Batch:
+    """The question, and the same without its first two tokens: two left-padded rows."""
+    ids = pipe.inputs.chat_ids([{"role": "user", "content": question}])
+    return left_pad(pipe.inputs.sequences([ids, ids[2:]], [[], []], [None, None]))
+
+
+def greedy_rows(pipe: CheersPipeline, batch: Batch, tokens: int, decoding=start_decoding):
+    _, state = decoding(pipe.model, batch, tokens)
+    return decode_from(pipe.model, state, tokens, eos_id=-1, pad_id=0)
 
 
 @torch.inference_mode()
 def test_static_shape_decoding_gives_the_tokens_of_growing_decoding():
-    """Two left-padded rows, ten tokens: the same tokens and (up to rounding) logits, eagerly
-    and compiled; the compiled step is one graph for every token."""
+    """Two left-padded rows, ten tokens, two requests of different lengths through the same
+    kept cache: the tokens and (up to rounding) logits of growing decoding, eagerly and
+    compiled; compiled, one graph serves every token of both requests, and both run on the
+    same cache, mask and slot memory."""
     pipe = tiny_pipe(llm_layers=3)
-    want = static_greedy(pipe, "What can you do?", 10)
-    eager = static_greedy(pipe, "What can you do?", 10, static=True)
-    assert torch.equal(eager.tokens, want.tokens)
-    for a, b in zip(eager.logits, want.logits, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    requests = [two_rows(pipe, "What can you do?"), two_rows(pipe, "Hello, who are you today?")]
+    assert requests[0].valid.shape[1] != requests[1].valid.shape[1]
+    wants = [greedy_rows(pipe, batch, 10) for batch in requests]
+    eager = StaticDecoding(max_length=64)
+    for batch, want in zip(requests, wants, strict=True):
+        got = greedy_rows(pipe, batch, 10, eager)
+        assert torch.equal(got.tokens, want.tokens)
+        for a, b in zip(got.logits, want.logits, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     dynamo.reset()
     counters.clear()
-    compiled = static_greedy(
-        pipe, "What can you do?", 10, static=True, compile_options={"backend": "eager"}
-    )
+    compiled = StaticDecoding(max_length=64, compile_options={"backend": "eager"})
+    addresses = set()  # a CUDA graph replays on the memory it was recorded with
+    for batch, want in zip(requests, wants, strict=True):
+        _, state = compiled(pipe.model, batch, 10)
+        tensors = (*state.cache.keys, *state.cache.values, state.mask, state.slot)
+        addresses.add(tuple(t.data_ptr() for t in tensors))
+        got = decode_from(pipe.model, state, 10, eos_id=-1, pad_id=0)
+        assert torch.equal(got.tokens, want.tokens)
     graphs = counters["stats"]["unique_graphs"]
     dynamo.reset()
-    assert torch.equal(compiled.tokens, want.tokens)
     assert graphs == 1
+    assert len(addresses) == 1
+
+
+@torch.inference_mode()
+def test_pipeline_static_decoding_gives_the_same_answers():
+    """chat() and answer() with static decoding enabled answer as without it, also for a
+    request longer than the kept cache (which decodes with growing shapes)."""
+    pipe = tiny_pipe()
+    questions = ["Hello", "What colors do you know?"]
+    requests = [TextRequest([{"role": "user", "content": q}], max_new_tokens=6) for q in questions]
+    want_chat = pipe.chat(questions, max_new_tokens=6, generator=0)
+    want_answers = [a.token_ids for a in pipe.answer(requests)]
+    for max_length in (256, 8):  # kept cache; too short, so every request falls back
+        decoding = pipe.enable_static_decoding(max_length=max_length)
+        assert pipe.chat(questions, max_new_tokens=6, generator=0) == want_chat
+        assert [a.token_ids for a in pipe.answer(requests)] == want_answers
+        assert len(decoding._decoders) == (1 if max_length == 256 else 0)
+    pipe.disable_static_decoding()
+    assert pipe.text_decoding is start_decoding and not decoding._decoders
 
 
 @torch.inference_mode()
 def test_static_shape_decoding_refuses_to_run_past_its_cache():
     pipe = tiny_pipe()
-    ids = pipe._chat_ids([{"role": "user", "content": "Hello"}])
-    batch = left_pad(pipe._sequences([ids], [[]], [None]))
-    prefix = prefill(pipe.model, batch, room=2)
+    ids = pipe.inputs.chat_ids([{"role": "user", "content": "Hello"}])
+    batch = left_pad(pipe.inputs.sequences([ids], [[]], [None]))
+    decoder = StaticDecoder(pipe.model, 1, batch.valid.shape[1] + 2)
+    prefix = prefill(pipe.model, batch, room=2, cache=decoder.cache)
     logits = pipe.model.logits(prefix.hidden[:, -1])
-    state = StaticDecodeState.after_prefill(
-        pipe.model, prefix.cache, batch.valid, batch.lengths, prefix.length, logits
-    )
+    state = decoder.begin(batch.valid, batch.lengths, prefix.length, logits)
     with pytest.raises(ValueError, match="KV cache overflow"):
         decode_from(pipe.model, state, 4, eos_id=-1, pad_id=0)
+    with pytest.raises(ValueError, match=r"needs 1 rows of \d+ \+ 3"):
+        prefill(pipe.model, batch, room=3, cache=decoder.cache)

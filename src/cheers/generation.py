@@ -36,10 +36,17 @@ class Prefix:
         return self.batch.embeds.shape[1]
 
 
-def prefill(model: Cheers, batch: Batch, room: int) -> Prefix:
-    """Run the prompt once and keep its keys and values, with ``room`` free cache positions."""
+def prefill(model: Cheers, batch: Batch, room: int, cache: KVCache | None = None) -> Prefix:
+    """Run the prompt once and keep its keys and values, with ``room`` free cache positions:
+    in a new cache, or from the start of ``cache`` (one kept between requests)."""
     b, t = batch.valid.shape
-    cache = model.new_kv_cache(b, t + room)
+    if cache is None:
+        cache = model.new_kv_cache(b, t + room)
+    elif cache.batch_size != b or cache.max_len < t + room:
+        raise ValueError(
+            f"the cache holds {cache.batch_size} rows of {cache.max_len} positions; this prompt "
+            f"needs {b} rows of {t} + {room}"
+        )
     mask = omni_mask(batch.block, batch.valid)
     hidden = model.transformer(batch.embeds, batch.positions, mask, cache, 0)
     return Prefix(batch, cache, hidden)
@@ -200,6 +207,20 @@ class DecodeState:
         )
         self.positions = self.positions + 1
         self.start += 1
+
+
+#: ``(model, batch, room)`` → the prefilled prompt and the state that decodes after it, with
+#: ``room`` positions to spare: :func:`start_decoding`, or a
+#: :class:`cheers.static_decoding.StaticDecoding`.
+StartDecoding = Callable[[Cheers, Batch, int], tuple[Prefix, DecodeState]]
+
+
+def start_decoding(model: Cheers, batch: Batch, room: int) -> tuple[Prefix, DecodeState]:
+    """Prefill ``batch`` into a new cache and begin decoding after it (growing shapes)."""
+    prefix = prefill(model, batch, room)
+    logits = model.logits(prefix.hidden[:, -1])
+    state = DecodeState.begin(prefix.cache, batch.valid, batch.lengths, prefix.length, logits)
+    return prefix, state
 
 
 @dataclass

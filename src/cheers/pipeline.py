@@ -41,6 +41,7 @@ from cheers.arguments import (
 )
 from cheers.checkpoint import load_model, resolve_model_path, save_model
 from cheers.errors import CheersError, PromptError
+from cheers.generation import StartDecoding, start_decoding
 from cheers.image import ImageInput
 from cheers.image_generation import initial_noise, sample_images, step_end_hook, to_output
 from cheers.llm_inputs import IMAGE_IN_PROMPT as IMAGE_IN_PROMPT  # re-exported
@@ -48,6 +49,7 @@ from cheers.llm_inputs import InputBuilder, Messages
 from cheers.model import Cheers
 from cheers.offload import ModelOffload, enable_model_cpu_offload
 from cheers.samplers import DEFAULTS, FlowMatchSampler, StepCache, get_sampler, noise
+from cheers.static_decoding import StaticDecoding
 from cheers.text_generation import answer_requests, generate_text
 from cheers.text_requests import TextAnswer, TextRequest
 from cheers.tokenizer import CheersTokenizer
@@ -62,8 +64,11 @@ class CheersPipeline:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.offload: ModelOffload | None = None
+        #: How text requests are prefilled and decoded (:meth:`enable_static_decoding`).
+        self.text_decoding: StartDecoding = start_decoding
         self.special = tokenizer.special
-        self._inputs = InputBuilder(model, tokenizer)
+        #: Requests → LLM input rows (token ids, pixels, sequences), for custom decoding loops.
+        self.inputs = InputBuilder(model, tokenizer)
         vocab = model.config.text_config.vocab_size
         if len(tokenizer) > vocab:
             raise CheersError(
@@ -107,6 +112,23 @@ class CheersPipeline:
             self.offload.remove()
         self.offload = enable_model_cpu_offload(self.model, device, max_resident_bytes)
         return self.offload
+
+    def enable_static_decoding(
+        self, max_length: int = 2048, compile_options: dict[str, Any] | None = None
+    ) -> StaticDecoding:
+        """Decode text with the same shapes at every token, over caches of ``max_length``
+        positions kept between requests (:mod:`cheers.static_decoding`); longer requests decode
+        as before. With ``compile_options`` the decoding step is compiled once per batch size:
+        ``{"mode": "reduce-overhead"}`` on a GPU replays every token as one CUDA graph. The
+        answers are those of the default decoding up to float rounding."""
+        self.text_decoding = StaticDecoding(max_length, compile_options)
+        return self.text_decoding
+
+    def disable_static_decoding(self) -> None:
+        """Back to the default decoding; frees the kept caches."""
+        if isinstance(self.text_decoding, StaticDecoding):
+            self.text_decoding.clear()
+        self.text_decoding = start_decoding
 
     def load_lora(self, folder: str | os.PathLike[str], scale: float = 1.0) -> None:
         """Put the LoRA adapter of ``folder`` (the PEFT layout a LoRA run writes) on the model;
@@ -206,14 +228,14 @@ class CheersPipeline:
         )
         check_output_type(output_type)
         gens = to_generators(generator, len(prompts) * num_images_per_prompt)
-        rows = self._inputs.text_to_image_rows(
+        rows = self.inputs.text_to_image_rows(
             prompts, negative_prompt, num_images_per_prompt, dummy_image, gens
         )
         x = initial_noise(self.model, len(rows.ids), latents, gens)
         solver = get_sampler(sampler, time_shift)
         solver.set_timesteps(num_inference_steps)
         x = sample_images(
-            self._inputs,
+            self.inputs,
             rows,
             x,
             solver,
@@ -275,15 +297,15 @@ class CheersPipeline:
         check_output_type(output_type)
         t0 = 1.0 - strength
         gens = to_generators(generator, len(instructions))
-        pixels = self._inputs.pixels([im for group in images for im in group])
+        pixels = self.inputs.pixels([im for group in images for im in group])
         x1 = self.model.encode_latent(pixels)
-        rows = self._inputs.edit_rows(instructions, self.model.image_tokens(x1).tokens)
+        rows = self.inputs.edit_rows(instructions, self.model.image_tokens(x1).tokens)
         x0 = initial_noise(self.model, len(instructions), latents, gens)
         x = noise(x1.float(), x0, t0)
         solver = get_sampler(sampler, time_shift)
         solver.set_timesteps(num_inference_steps, t0=t0)
         x = sample_images(
-            self._inputs,
+            self.inputs,
             rows,
             x,
             solver,
@@ -329,9 +351,16 @@ class CheersPipeline:
                 "understand() needs at least one image per question; pass an image, or use "
                 "chat() for a text-only question"
             )
-        rows = self._inputs.understanding_rows(questions, groups)
+        rows = self.inputs.understanding_rows(questions, groups)
         answers = generate_text(
-            self._inputs, rows, max_new_tokens, temperature, top_p, generator, stream
+            self.inputs,
+            rows,
+            max_new_tokens,
+            temperature,
+            top_p,
+            generator,
+            stream,
+            self.text_decoding,
         )
         return answers[0] if single else answers
 
@@ -363,8 +392,10 @@ class CheersPipeline:
         )
         conversations = [messages] if single else list(messages)
         gen = to_generator(generator, self.device)
-        rows = self._inputs.chat_rows(conversations, dummy_image, gen)
-        answers = generate_text(self._inputs, rows, max_new_tokens, temperature, top_p, gen, stream)
+        rows = self.inputs.chat_rows(conversations, dummy_image, gen)
+        answers = generate_text(
+            self.inputs, rows, max_new_tokens, temperature, top_p, gen, stream, self.text_decoding
+        )
         return answers[0] if single else answers
 
     @torch.inference_mode()
@@ -384,20 +415,4 @@ class CheersPipeline:
         """
         if not requests:
             raise PromptError("answer() got no requests; pass at least one TextRequest")
-        return answer_requests(self._inputs, requests, stream)
-
-    # ------------- internals for tests and benchmarks (they live in cheers.llm_inputs)
-    def _chat_ids(self, messages: Messages) -> list[int]:
-        return self._inputs.chat_ids(messages)
-
-    def _generation_ids(self, content: str) -> list[int]:
-        return self._inputs.generation_ids(content)
-
-    def _uncond_ids(self, ids: list[int]) -> list[int]:
-        return self._inputs.uncond_ids(ids)
-
-    def _pixels(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        return self._inputs.pixels(images)
-
-    def _sequences(self, row_ids, row_images, prefixes) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return self._inputs.sequences(row_ids, row_images, prefixes)
+        return answer_requests(self.inputs, requests, stream, self.text_decoding)

@@ -1,18 +1,22 @@
-"""Text decoding with the same shapes at every token, for CUDA graphs.
+"""Text decoding with the same shapes at every token and every request, for CUDA graphs.
 
-:func:`cheers.generation.decode_text` appends each token at a growing cache length, so every
+:func:`cheers.generation.start_decoding` appends each token at a growing cache length, so every
 step has new shapes: a compiled step keeps dynamic sizes, and the host still launches each of
 its kernels, which at one token per step is most of the time on a GPU (measured on an H100:
 0.89 s of wall time for 0.22 s of GPU work, docs/performance.md §4). Here every step looks the
 same: the token's keys and values are written at a tensor slot, attention covers the whole
 pre-allocated cache under a mask that hides the slots not written yet, so one compiled graph
 serves every token, and ``mode="reduce-overhead"`` replays it as a CUDA graph (one launch a
-token). The tokens are those of :func:`~cheers.generation.decode_text` up to float rounding
-(the masked slots add exact zeros to the attention).
+token). The cache, the mask and the slot are kept between requests (one set per batch size,
+as gpt-fast's ``setup_caches``), so the graph recorded for the first request serves the next
+ones too. The tokens are those of growing decoding up to float rounding (the masked slots add
+exact zeros to the attention).
 
-    >>> options = {"mode": "reduce-overhead"}                                  # doctest: +SKIP
-    >>> state = StaticDecodeState.after_prefill(model, cache, valid, pos, length, logits, options)
-    >>> decode_from(model, state, max_new_tokens=128, eos_id=eos, pad_id=pad)  # doctest: +SKIP
+    >>> pipe.enable_static_decoding(max_length=2048, compile_options={"mode": "reduce-overhead"})
+    ... # doctest: +SKIP
+
+or, below the pipeline, a :class:`StaticDecoding` in place of
+:func:`~cheers.generation.start_decoding`.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from typing import Any
 
 import torch
 
-from cheers.generation import DecodeState
+from cheers.generation import DecodeState, Prefix, prefill, start_decoding
 from cheers.model import Cheers
 from cheers.modules.language import KVCache
+from cheers.sequence import Batch
 
 
 @dataclass
@@ -37,39 +42,6 @@ class StaticDecodeState(DecodeState):
     step: Callable[..., torch.Tensor] = field(default=None)  # (token, positions, slot, mask)
     copy_logits: bool = False  # a CUDA graph's output is overwritten by its next replay
 
-    @classmethod
-    def after_prefill(
-        cls,
-        model: Cheers,
-        cache: KVCache,
-        key_valid: torch.Tensor,
-        positions: torch.Tensor,
-        start: int,
-        logits: torch.Tensor,
-        compile_options: dict[str, Any] | None = None,
-    ) -> StaticDecodeState:
-        """The state after a prefill of ``start`` positions (arguments as for
-        :func:`~cheers.generation.decode_text`); ``compile_options`` (e.g.
-        ``{"mode": "reduce-overhead"}``) compile the step, ``None`` runs it eagerly."""
-        mask = torch.zeros(len(logits), 1, 1, cache.max_len, dtype=torch.bool, device=logits.device)
-        mask[:, 0, 0, :start] = key_valid
-        step = _step_function(model, cache)
-        if compile_options is not None:
-            for tensor in (*cache.keys, *cache.values):  # written in place by every replay
-                torch._dynamo.mark_static_address(tensor)
-            step = torch.compile(step, fullgraph=True, **compile_options)
-        return cls.begin(
-            cache,
-            key_valid,
-            positions,
-            start,
-            logits,
-            mask=mask,
-            slot=torch.tensor([start], device=logits.device),
-            step=step,
-            copy_logits=compile_options is not None,
-        )
-
     def advance(self, model: Cheers, token: torch.Tensor) -> None:
         """Feed ``token`` (B,) at the next slot and move to the logits of the one after it."""
         if self.start >= self.cache.max_len:
@@ -80,6 +52,103 @@ class StaticDecodeState(DecodeState):
         self.positions = self.positions + 1
         self.slot += 1
         self.start += 1
+
+
+class StaticDecoder:
+    """One batch size's persistent cache, mask and slot, and the decoding step over them
+    (compiled once, with ``compile_options``, when they are given)."""
+
+    def __init__(
+        self,
+        model: Cheers,
+        batch_size: int,
+        max_length: int,
+        compile_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.cache = model.new_kv_cache(batch_size, max_length)
+        device = self.cache.keys[0].device
+        self.mask = torch.zeros(batch_size, 1, 1, max_length, dtype=torch.bool, device=device)
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)
+        self.compiled = compile_options is not None
+        step = _step_function(model, self.cache)
+        if self.compiled:
+            # Written in place between and by the replays, never reallocated: a CUDA graph
+            # reads them where they are instead of copying them in.
+            for tensor in (*self.cache.keys, *self.cache.values, self.mask, self.slot):
+                torch._dynamo.mark_static_address(tensor)
+            step = torch.compile(step, fullgraph=True, **compile_options)
+        self.step = step
+
+    def begin(
+        self,
+        key_valid: torch.Tensor,
+        positions: torch.Tensor,
+        start: int,
+        logits: torch.Tensor,
+    ) -> StaticDecodeState:
+        """The state after a prefill of ``start`` positions into :attr:`cache` (arguments as
+        for :meth:`DecodeState.begin <cheers.generation.DecodeState.begin>`)."""
+        self.mask.zero_()
+        self.mask[:, 0, 0, :start] = key_valid
+        self.slot.fill_(start)
+        return StaticDecodeState.begin(
+            self.cache,
+            key_valid,
+            positions,
+            start,
+            logits,
+            mask=self.mask,
+            slot=self.slot,
+            step=self.step,
+            copy_logits=self.compiled,
+        )
+
+
+class StaticDecoding:
+    """A :data:`~cheers.generation.StartDecoding` with static shapes: prompts are prefilled into
+    a cache of ``max_length`` positions kept for their batch size, and decoded by that batch
+    size's :class:`StaticDecoder`. A prompt plus its room longer than ``max_length`` falls back
+    to :func:`~cheers.generation.start_decoding` (same tokens, growing shapes).
+
+    Each batch size keeps its own cache (``2 × layers × B × kv-heads × max_length × head-dim``
+    values) and, compiled, its own graph; :meth:`clear` frees them. Requests must not overlap
+    (one decoding at a time, as the pipeline runs them).
+    """
+
+    def __init__(self, max_length: int = 2048, compile_options: dict[str, Any] | None = None):
+        if max_length < 1:
+            raise ValueError(f"max_length must be a positive number of positions, got {max_length}")
+        self.max_length = max_length
+        self.compile_options = compile_options
+        self._decoders: dict[int, StaticDecoder] = {}
+
+    def __call__(self, model: Cheers, batch: Batch, room: int) -> tuple[Prefix, DecodeState]:
+        b, t = batch.valid.shape
+        if t + room > self.max_length:
+            return start_decoding(model, batch, room)
+        decoder = self.decoder(model, b)
+        prefix = prefill(model, batch, room, cache=decoder.cache)
+        logits = model.logits(prefix.hidden[:, -1])
+        return prefix, decoder.begin(batch.valid, batch.lengths, prefix.length, logits)
+
+    def decoder(self, model: Cheers, batch_size: int) -> StaticDecoder:
+        """The decoder of ``batch_size`` rows, built on first use (again if the model, its
+        device or its dtype changed)."""
+        decoder = self._decoders.get(batch_size)
+        if (
+            decoder is None
+            or decoder.model is not model
+            or decoder.cache.keys[0].device != model.device
+            or decoder.cache.keys[0].dtype != model.dtype
+        ):
+            decoder = StaticDecoder(model, batch_size, self.max_length, self.compile_options)
+            self._decoders[batch_size] = decoder
+        return decoder
+
+    def clear(self) -> None:
+        """Free every kept cache and compiled step."""
+        self._decoders.clear()
 
 
 def _step_function(model: Cheers, cache: KVCache) -> Callable[..., torch.Tensor]:

@@ -22,7 +22,7 @@ from cheers.arguments import (
     to_generator,
 )
 from cheers.errors import CheersError, PromptError
-from cheers.generation import DecodeState, decode_text, prefill
+from cheers.generation import StartDecoding, decode_from, start_decoding
 from cheers.llm_inputs import IMAGE_IN_PROMPT, InputBuilder, TextRow
 from cheers.sequence import left_pad
 from cheers.text_requests import RowSettings, RowStreamer, TextAnswer, TextRequest, decode_rows
@@ -62,23 +62,21 @@ def generate_text(
     top_p: float,
     generator: GeneratorLike,
     stream: Callable[[list[str]], None] | None = None,
+    decoding: StartDecoding = start_decoding,
 ) -> list[str]:
-    """Answer every row with the same settings; each answer is cut at its EOS."""
+    """Answer every row with the same settings; each answer is cut at its EOS. ``decoding``
+    prefills the rows and begins their decoding (:data:`cheers.generation.StartDecoding`)."""
     model, special = inputs.model, inputs.special
     gen = to_generator(generator, inputs.device)
     ids, images, prefixes = zip(*requests, strict=True)
     batch = left_pad(inputs.sequences(ids, images, prefixes))
     context = model.config.text_config.max_position_embeddings
     max_new_tokens = new_token_room(int(batch.lengths.max()), max_new_tokens, context)
-    prefix = prefill(model, batch, room=max_new_tokens)
+    prefix, state = decoding(model, batch, max_new_tokens)
     check_finite(prefix.hidden[:, -1], "the prompt's hidden states")
-    out = decode_text(
+    out = decode_from(
         model,
-        prefix.cache,
-        batch.valid,
-        batch.lengths,
-        prefix.length,
-        model.logits(prefix.hidden[:, -1]),
+        state,
         max_new_tokens,
         eos_id=special.eos,
         pad_id=special.pad,
@@ -99,9 +97,10 @@ def answer_requests(
     inputs: InputBuilder,
     requests: Sequence[TextRequest],
     stream: Callable[[list[str | None]], None] | None = None,
+    decoding: StartDecoding = start_decoding,
 ) -> list[TextAnswer]:
     """Check, prefill and decode independent requests together, each with its own settings
-    (the body of :meth:`CheersPipeline.answer`)."""
+    (the body of :meth:`CheersPipeline.answer`); ``decoding`` as in :func:`generate_text`."""
     model, special, tokenizer = inputs.model, inputs.special, inputs.tokenizer
     settings, rows = [], []
     for req in requests:
@@ -132,9 +131,7 @@ def answer_requests(
     for length, row in zip(batch.lengths.tolist(), settings, strict=True):
         inputs.check_context(length, row.max_new_tokens)
     room = max(row.max_new_tokens for row in settings)
-    prefix = prefill(model, batch, room=room)
-    logits = model.logits(prefix.hidden[:, -1])
-    state = DecodeState.begin(prefix.cache, batch.valid, batch.lengths, prefix.length, logits)
+    _, state = decoding(model, batch, room)
     on_token = None
     if stream is not None:
         on_token = RowStreamer(tokenizer.decode, special.eos, stream, len(requests))
