@@ -336,3 +336,11 @@ def test_device_flag_is_checked_by_the_one_resolver(capsys, model_flags):
     if not torch.cuda.is_available():
         code, _, err = run(capsys, "chat", "hi", "--model", model_flags[1], "--device", "cuda:3")
         assert_user_error(code, err, "--device cuda:3", "CUDA is not available")
+
+
+def test_compile_flag_compiles_the_loaded_pipeline(capsys, monkeypatch, model_flags):
+    calls = []
+    monkeypatch.setattr(CheersPipeline, "compile", lambda self, *a, **kw: calls.append(self))
+    code, out, err = run(capsys, "chat", "hi", "--max-new-tokens", "2", "--compile", *model_flags)
+    assert code == 0 and out.strip() and len(calls) == 1
+    assert "compiling" in err

@@ -9,6 +9,7 @@ import torch._dynamo as dynamo
 from torch._dynamo.utils import counters
 
 from cheers.config import CheersConfig
+from cheers.errors import CheersError
 from cheers.generation import decode_from, decode_text, prefill, start_decoding
 from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline
@@ -169,3 +170,27 @@ def test_static_shape_decoding_refuses_to_run_past_its_cache():
         decode_from(pipe.model, state, 4, eos_id=-1, pad_id=0)
     with pytest.raises(ValueError, match=r"needs 1 rows of \d+ \+ 3"):
         prefill(pipe.model, batch, room=3, cache=decoder.cache)
+
+
+@torch.inference_mode()
+def test_pipeline_compile_keeps_the_outputs():
+    """pipe.compile(): the blocks compiled, static decoding on, the same image (up to
+    rounding) and answer; refused under CPU offload."""
+    pipe = tiny_pipe()
+    kwargs = dict(num_inference_steps=2, guidance_scale=3.0, generator=0, output_type="pt")
+    image = pipe("a red circle", **kwargs).images
+    answer = pipe.chat("What can you do?", max_new_tokens=5, generator=0)
+    dynamo.reset()
+    names = pipe.compile(decoding_length=128, backend="eager")
+    try:
+        assert names == list(regions(pipe.model))
+        assert isinstance(pipe.text_decoding, StaticDecoding)
+        assert pipe.text_decoding.max_length == 128
+        torch.testing.assert_close(pipe("a red circle", **kwargs).images, image, atol=1e-5, rtol=0)
+        assert pipe.chat("What can you do?", max_new_tokens=5, generator=0) == answer
+    finally:
+        dynamo.reset()
+    offloaded = tiny_pipe()
+    offloaded.enable_model_cpu_offload("cpu")
+    with pytest.raises(CheersError, match="offload"):
+        offloaded.compile(backend="eager")

@@ -54,6 +54,8 @@ from cheers.text_generation import answer_requests, generate_text
 from cheers.text_requests import TextAnswer, TextRequest
 from cheers.tokenizer import CheersTokenizer
 from cheers.transforms import lora
+from cheers.transforms.channels_last import convolutions_channels_last
+from cheers.transforms.compile import compile_regions
 
 
 class CheersPipeline:
@@ -123,6 +125,35 @@ class CheersPipeline:
         answers are those of the default decoding up to float rounding."""
         self.text_decoding = StaticDecoding(max_length, compile_options)
         return self.text_decoding
+
+    def compile(self, decoding_length: int | None = 2048, **options: Any) -> list[str]:
+        """Make the calls after the first ones faster with ``torch.compile``: the repeated
+        blocks compiled in place (:mod:`cheers.transforms.compile`), on CUDA the convolutions
+        in channels-last order, and text decoding with static shapes over kept caches of
+        ``decoding_length`` positions (``None``: growing shapes), its step compiled whole —
+        replayed as a CUDA graph on a GPU. ``options`` go to every ``torch.compile`` (e.g.
+        ``backend=``). The first calls of each shape compile (seconds to minutes); outputs
+        change by float rounding only. Returns the names of the compiled blocks.
+
+        Raises:
+            CheersError: with CPU offload on (compiled blocks would hold the moving weights).
+        """
+        import torch._dynamo as dynamo
+
+        if self.offload is not None:
+            raise CheersError(
+                "compile() and CPU offload do not go together: offload moves the weights "
+                "between devices at every call; load without offload to compile"
+            )
+        # Every block shape of the official preset is one entry of the blocks' shared cache.
+        dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
+        if self.device.type == "cuda":
+            convolutions_channels_last(self.model)
+        names = compile_regions(self.model, **options)
+        if decoding_length is not None:
+            step_options = {"mode": "reduce-overhead"} if self.device.type == "cuda" else {}
+            self.enable_static_decoding(decoding_length, {**step_options, **options})
+        return names
 
     def disable_static_decoding(self) -> None:
         """Back to the default decoding; frees the kept caches."""

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 Flags = argparse.ArgumentParser | argparse._ArgumentGroup
 
 # ------------------------------------------------------------------------------------ model
-#: ``--model --dtype --device --quantize --offload --lora``, written once beside the load they
-#: feed (the evaluation commands use the same group).
+#: ``--model --dtype --device --quantize --offload --lora --compile``, written once beside the
+#: load they feed (the evaluation commands use the same group).
 add_model_flags = loading.add_model_flags
 
 
