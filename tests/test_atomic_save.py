@@ -186,13 +186,16 @@ def test_version_flag_prints_the_package_version():
     assert out.returncode == 0 and out.stdout.strip() == f"cheers {meta}"
 
 
-def test_saved_weights_get_the_permissions_of_any_new_file(tmp_path):
-    """safetensors creates owner-only files; a saved model is readable like its config."""
-    old = os.umask(0o022)
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_saved_weights_get_the_permissions_of_any_new_file(tmp_path, umask, mode):
+    """safetensors creates owner-only files; a saved model is readable like its config, as
+    the umask says, and the probe that reads those permissions leaves nothing behind."""
+    old = os.umask(umask)
     try:
         save_model(_tiny(), tmp_path / "m", max_shard_bytes=2**20)
     finally:
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir()}
     assert any(name.endswith(".safetensors") for name in modes)
-    assert set(modes.values()) == {0o644}, modes
+    assert set(modes.values()) == {mode}, modes
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]

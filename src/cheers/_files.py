@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -88,7 +89,7 @@ def staged_files(folder: Path, what: str = "model folder") -> Iterator[tuple[Pat
     names: list[str] = []
     try:
         yield staging, names
-        mode = _new_file_mode()
+        mode = _new_file_mode(staging)
         for name in names:
             # safetensors creates its files owner-only (0600); a saved model should be readable
             # like any other file written here (a server running as another user loads it).
@@ -98,11 +99,16 @@ def staged_files(folder: Path, what: str = "model folder") -> Iterator[tuple[Pat
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _new_file_mode() -> int:
-    """The permissions ``open(path, "w")`` gives a new file: 0666 less the umask."""
-    umask = os.umask(0o022)  # reading the umask means setting it; set it straight back
-    os.umask(umask)
-    return 0o666 & ~umask
+def _new_file_mode(folder: Path) -> int:
+    """The permissions ``open(path, "w")`` gives a new file in ``folder`` (0666 less the umask,
+    or what the folder's default ACL says), read from a probe file: ``os.umask`` can only be
+    read by setting it, which would race with other threads creating files."""
+    probe = folder / f".mode-{secrets.token_hex(4)}"
+    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        return stat.S_IMODE(probe.stat().st_mode)
+    finally:
+        probe.unlink()
 
 
 def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
