@@ -193,14 +193,15 @@ def test_lora_resume_is_exact(tmp_path):
         Trainer(TrainConfig.from_toml(changed), resume=True).run()
 
 
-def test_lora_ddp_matches_one_process(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_lora_on_two_processes_matches_one(tmp_path, strategy):
     data = write_data(tmp_path, boxes=1, known=False)
     lora = 'rank = 4\ntargets = ["llm_attention", "llm_mlp", "semantic_head"]'
     single = write_recipe(data, "single", [(3, 4)], lora, save_every=100)
-    multi = write_recipe(data, "multi", [(3, 4)], lora, save_every=100)
+    multi = write_recipe(data, "multi", [(3, 4)], lora, save_every=100, strategy=strategy)
     Trainer(TrainConfig.from_toml(single)).run()
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-    port = str(29500 + os.getpid() % 1000 + 13)
+    port = str(29500 + os.getpid() % 1000 + (13 if strategy == "ddp" else 17))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            "--master-port", port, "-m", "cheers", "train", str(multi)]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -215,6 +216,10 @@ def test_lora_ddp_matches_one_process(tmp_path):
         "optimizer.safetensors",
         "trainer_state.json",
     ]
+    # The adapter is written whole (gathered from the shards under FSDP2), as one process does.
+    adapter = "checkpoints/step-0000003/adapter/adapter_model.safetensors"
+    a, b = (load_file(str(data / run / adapter)) for run in ("multi", "single"))
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
 
 
 @pytest.mark.parametrize(
