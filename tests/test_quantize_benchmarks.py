@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import full_size
 import gpu_engine
-import quantize
+import precision
 
 
 def test_gpu_script_measures_int8_and_offload_on_a_tiny_config(capsys):
@@ -20,12 +20,15 @@ def test_gpu_script_measures_int8_and_offload_on_a_tiny_config(capsys):
     assert "int8" in out and "offload" in out and "i2t_tokens_per_s" in out
 
 
-def test_quantize_script_compares_on_the_embedded_model(capsys, tmp_path):
+def test_precision_script_compares_on_the_embedded_model(capsys, tmp_path):
     argv = ["--models", "embedded", "--repeats", "1", "--tokens", "3", "--images", "1"]
     argv += ["--vqa", "2", "--gen", "1", "--threads", "1", "--json", str(tmp_path / "q.json")]
-    assert quantize.main(argv) == 0
+    assert precision.main(argv) == 0
     result = json.loads((tmp_path / "q.json").read_text())["embedded"]
-    assert result["figures"]["int8"]["weights_mb"] < result["figures"]["float32"]["weights_mb"]
+    weights = {k: f["weights_mb"] for k, f in result["figures"].items()}
+    assert weights["int8"] < weights["float32"]
+    assert weights["bfloat16"] == weights["bfloat16-nchw"] < 0.51 * weights["float32"]
+    assert set(result["deviation"]) == {"bfloat16", "bfloat16-nchw", "int8"}
     assert "shapes-gen overall" in capsys.readouterr().out
 
 

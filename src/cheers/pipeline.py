@@ -92,10 +92,15 @@ class CheersPipeline:
 
         ``dtype`` (the compute dtype) defaults to bfloat16 on CUDA and float32 elsewhere;
         ``quantize="int8"`` keeps the LLM's, the ViT's and the flow heads' linear weights in
-        int8 (see :func:`cheers.checkpoint.load_model`).
+        int8 (see :func:`cheers.checkpoint.load_model`). In bfloat16 the convolutions are put
+        in channels-last order (:mod:`cheers.transforms.channels_last`).
         """
         folder = resolve_model_path(name_or_path)
         model = load_model(folder, dtype=dtype, device=device, quantize=quantize)
+        if model.dtype == torch.bfloat16:
+            # cuDNN's and oneDNN's bfloat16 convolutions (AMX on recent x86 CPUs) work in NHWC
+            # and transpose NCHW input at every call: docs/performance.md §4 and §5.
+            convolutions_channels_last(model)
         return cls(model, CheersTokenizer.from_folder(folder))
 
     def save_pretrained(self, folder: str | os.PathLike[str], max_shard_bytes: int | None = None):
