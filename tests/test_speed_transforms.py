@@ -140,6 +140,28 @@ def test_static_shape_decoding_gives_the_tokens_of_growing_decoding():
 
 
 @torch.inference_mode()
+def test_one_kept_cache_serves_every_batch_size():
+    """Batches of 2, then 1, then 3 rows: the tokens of growing decoding each time; the batch
+    of 1 decodes on the first row of the 2-row cache, the batch of 3 replaces it."""
+    pipe = tiny_pipe()
+    ids = pipe.inputs.chat_ids([{"role": "user", "content": "What can you do?"}])
+    decoding = StaticDecoding(max_length=64)
+    storage = []
+    for rows in (2, 1, 3):
+        batch = left_pad(
+            pipe.inputs.sequences([ids[k:] for k in range(rows)], [[]] * rows, [None] * rows)
+        )
+        want = greedy_rows(pipe, batch, 6)
+        _, state = decoding(pipe.model, batch, 6)
+        assert state.cache.batch_size == rows
+        storage.append((decoding._cache.batch_size, state.cache.keys[0].data_ptr()))
+        got = decode_from(pipe.model, state, 6, eos_id=-1, pad_id=0)
+        assert torch.equal(got.tokens, want.tokens)
+    assert storage[0] == storage[1] and storage[2][0] == 3
+    assert sorted(decoding._decoders) == [3]  # the new cache dropped the old decoders
+
+
+@torch.inference_mode()
 def test_pipeline_static_decoding_gives_the_same_answers():
     """chat() and answer() with static decoding enabled answer as without it, also for a
     request longer than the kept cache (which decodes with growing shapes)."""
@@ -162,7 +184,7 @@ def test_static_shape_decoding_refuses_to_run_past_its_cache():
     pipe = tiny_pipe()
     ids = pipe.inputs.chat_ids([{"role": "user", "content": "Hello"}])
     batch = left_pad(pipe.inputs.sequences([ids], [[]], [None]))
-    decoder = StaticDecoder(pipe.model, 1, batch.valid.shape[1] + 2)
+    decoder = StaticDecoder(pipe.model, pipe.model.new_kv_cache(1, batch.valid.shape[1] + 2))
     prefix = prefill(pipe.model, batch, room=2, cache=decoder.cache)
     logits = pipe.model.logits(prefix.hidden[:, -1])
     state = decoder.begin(batch.valid, batch.lengths, prefix.length, logits)

@@ -123,7 +123,7 @@ class CheersPipeline:
     def enable_static_decoding(
         self, max_length: int = 2048, compile_options: dict[str, Any] | None = None
     ) -> StaticDecoding:
-        """Decode text with the same shapes at every token, over caches of ``max_length``
+        """Decode text with the same shapes at every token, over a cache of ``max_length``
         positions kept between requests (:mod:`cheers.static_decoding`); longer requests decode
         as before. With ``compile_options`` the decoding step is compiled once per batch size:
         ``{"mode": "reduce-overhead"}`` on a GPU replays every token as one CUDA graph. The
@@ -134,7 +134,7 @@ class CheersPipeline:
     def compile(self, decoding_length: int | None = 2048, **options: Any) -> list[str]:
         """Make the calls after the first ones faster with ``torch.compile``: the repeated
         blocks compiled in place (:mod:`cheers.transforms.compile`), on CUDA the convolutions
-        in channels-last order, and text decoding with static shapes over kept caches of
+        in channels-last order, and text decoding with static shapes over a kept cache of
         ``decoding_length`` positions (``None``: growing shapes), its step compiled whole —
         replayed as a CUDA graph on a GPU. ``options`` go to every ``torch.compile`` (e.g.
         ``backend=``). The first calls of each shape compile (seconds to minutes); outputs
@@ -161,7 +161,7 @@ class CheersPipeline:
         return names
 
     def disable_static_decoding(self) -> None:
-        """Back to the default decoding; frees the kept caches."""
+        """Back to the default decoding; frees the kept cache."""
         if isinstance(self.text_decoding, StaticDecoding):
             self.text_decoding.clear()
         self.text_decoding = start_decoding

@@ -7,10 +7,11 @@ its kernels, which at one token per step is most of the time on a GPU (measured 
 same: the token's keys and values are written at a tensor slot, attention covers the whole
 pre-allocated cache under a mask that hides the slots not written yet, so one compiled graph
 serves every token, and ``mode="reduce-overhead"`` replays it as a CUDA graph (one launch a
-token). The cache, the mask and the slot are kept between requests (one set per batch size,
-as gpt-fast's ``setup_caches``), so the graph recorded for the first request serves the next
-ones too. The tokens are those of growing decoding up to float rounding (the masked slots add
-exact zeros to the attention).
+token). The cache is kept between requests, as gpt-fast's ``setup_caches`` keeps one: one
+cache with the rows of the largest batch so far, and per batch size a mask, a slot and the
+step over the cache's first rows, so the graph recorded for the first request of a size
+serves the later ones too. The tokens are those of growing decoding up to float rounding
+(the masked slots add exact zeros to the attention).
 
     >>> pipe.enable_static_decoding(max_length=2048, compile_options={"mode": "reduce-overhead"})
     ... # doctest: +SKIP
@@ -55,27 +56,23 @@ class StaticDecodeState(DecodeState):
 
 
 class StaticDecoder:
-    """One batch size's persistent cache, mask and slot, and the decoding step over them
-    (compiled once, with ``compile_options``, when they are given)."""
+    """Decoding over one batch size's view of a kept cache: its mask and slot, and the step
+    over them (compiled once, with ``compile_options``, when they are given)."""
 
     def __init__(
-        self,
-        model: Cheers,
-        batch_size: int,
-        max_length: int,
-        compile_options: dict[str, Any] | None = None,
+        self, model: Cheers, cache: KVCache, compile_options: dict[str, Any] | None = None
     ) -> None:
         self.model = model
-        self.cache = model.new_kv_cache(batch_size, max_length)
-        device = self.cache.keys[0].device
-        self.mask = torch.zeros(batch_size, 1, 1, max_length, dtype=torch.bool, device=device)
+        self.cache = cache
+        batch_size, device = cache.batch_size, cache.keys[0].device
+        self.mask = torch.zeros(batch_size, 1, 1, cache.max_len, dtype=torch.bool, device=device)
         self.slot = torch.zeros(1, dtype=torch.long, device=device)
         self.compiled = compile_options is not None
-        step = _step_function(model, self.cache)
+        step = _step_function(model, cache)
         if self.compiled:
             # Written in place between and by the replays, never reallocated: a CUDA graph
             # reads them where they are instead of copying them in.
-            for tensor in (*self.cache.keys, *self.cache.values, self.mask, self.slot):
+            for tensor in (*cache.keys, *cache.values, self.mask, self.slot):
                 torch._dynamo.mark_static_address(tensor)
             step = torch.compile(step, fullgraph=True, **compile_options)
         self.step = step
@@ -107,13 +104,15 @@ class StaticDecoder:
 
 class StaticDecoding:
     """A :data:`~cheers.generation.StartDecoding` with static shapes: prompts are prefilled into
-    a cache of ``max_length`` positions kept for their batch size, and decoded by that batch
-    size's :class:`StaticDecoder`. A prompt plus its room longer than ``max_length`` falls back
-    to :func:`~cheers.generation.start_decoding` (same tokens, growing shapes).
+    a kept cache of ``max_length`` positions and decoded by their batch size's
+    :class:`StaticDecoder`. A prompt plus its room longer than ``max_length`` falls back to
+    :func:`~cheers.generation.start_decoding` (same tokens, growing shapes).
 
-    Each batch size keeps its own cache (``2 × layers × B × kv-heads × max_length × head-dim``
-    values) and, compiled, its own graph; :meth:`clear` frees them. Requests must not overlap
-    (one decoding at a time, as the pipeline runs them).
+    One cache serves every batch size, with as many rows as the largest batch so far
+    (``2 × layers × rows × kv-heads × max_length × head-dim`` values); a smaller batch decodes
+    on its first rows. A larger batch replaces the cache, and with it the decoders (and their
+    compiled steps). Each batch size compiles once. :meth:`clear` frees everything. Requests
+    must not overlap (one decoding at a time, as the pipeline runs them).
     """
 
     def __init__(self, max_length: int = 2048, compile_options: dict[str, Any] | None = None):
@@ -121,6 +120,8 @@ class StaticDecoding:
             raise ValueError(f"max_length must be a positive number of positions, got {max_length}")
         self.max_length = max_length
         self.compile_options = compile_options
+        self._model: Cheers | None = None
+        self._cache: KVCache | None = None
         self._decoders: dict[int, StaticDecoder] = {}
 
     def __call__(self, model: Cheers, batch: Batch, room: int) -> tuple[Prefix, DecodeState]:
@@ -133,21 +134,28 @@ class StaticDecoding:
         return prefix, decoder.begin(batch.valid, batch.lengths, prefix.length, logits)
 
     def decoder(self, model: Cheers, batch_size: int) -> StaticDecoder:
-        """The decoder of ``batch_size`` rows, built on first use (again if the model, its
-        device or its dtype changed)."""
-        decoder = self._decoders.get(batch_size)
+        """The decoder of ``batch_size`` rows, built on first use (on a new cache when the
+        batch is larger than the kept one, or the model, its device or its dtype changed)."""
+        cache = self._cache
         if (
-            decoder is None
-            or decoder.model is not model
-            or decoder.cache.keys[0].device != model.device
-            or decoder.cache.keys[0].dtype != model.dtype
+            cache is None
+            or cache.batch_size < batch_size
+            or self._model is not model
+            or cache.keys[0].device != model.device
+            or cache.keys[0].dtype != model.dtype
         ):
-            decoder = StaticDecoder(model, batch_size, self.max_length, self.compile_options)
+            self.clear()
+            self._model, self._cache = model, model.new_kv_cache(batch_size, self.max_length)
+            cache = self._cache
+        decoder = self._decoders.get(batch_size)
+        if decoder is None:
+            decoder = StaticDecoder(model, cache.rows(batch_size), self.compile_options)
             self._decoders[batch_size] = decoder
         return decoder
 
     def clear(self) -> None:
-        """Free every kept cache and compiled step."""
+        """Free the kept cache and every decoder with its compiled step."""
+        self._model = self._cache = None
         self._decoders.clear()
 
 
