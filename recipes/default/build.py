@@ -145,8 +145,9 @@ def train(work: Path, recipe_name: str, fill: dict[str, str]) -> Path:
 
 
 def install(model_folder: Path) -> None:
-    """Copy weights, config and tokenizer into the package (weights in bfloat16 halve the size
-    of the repository; the model is loaded back in float32)."""
+    """Copy weights, config and tokenizer into the package, the weights in float32 (the
+    snapshots the GPU recipe writes are bfloat16; stored in bfloat16 the package copy would
+    make ``cheers lora merge`` write bfloat16 weights too)."""
     from cheers.checkpoint import load_model, save_model
 
     model = load_model(model_folder)
