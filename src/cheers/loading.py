@@ -165,9 +165,10 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the model's blocks and its text decoding: the first requests "
-        "compile (a minute or more), later ones run faster (on one H100: 1.4× per image, "
-        "2.7× tokens/s; see docs/performance.md). Pays off for a server or many requests",
+        help="for GPUs: torch.compile the model's blocks and its text decoding; the first "
+        "requests compile (a minute or more), later ones run faster (on one H100: 1.4× per "
+        "image, 2.7× tokens/s; on a 2-core CPU it measured 1.2× slower; see "
+        "docs/performance.md). Pays off for a server or many requests",
     )
 
 
