@@ -197,7 +197,7 @@ def test_static_shape_decoding_refuses_to_run_past_its_cache():
 @torch.inference_mode()
 def test_pipeline_compile_keeps_the_outputs():
     """pipe.compile(): the blocks compiled, static decoding on, the same image (up to
-    rounding) and answer; refused under CPU offload."""
+    rounding) and answer; refused under CPU offload, and offload refused after it."""
     pipe = tiny_pipe()
     kwargs = dict(num_inference_steps=2, guidance_scale=3.0, generator=0, output_type="pt")
     image = pipe("a red circle", **kwargs).images
@@ -205,6 +205,8 @@ def test_pipeline_compile_keeps_the_outputs():
     dynamo.reset()
     names = pipe.compile(decoding_length=128, backend="eager")
     try:
+        with pytest.raises(CheersError, match="cannot follow compile"):
+            pipe.enable_model_cpu_offload("cpu")
         assert names == list(regions(pipe.model))
         assert isinstance(pipe.text_decoding, StaticDecoding)
         assert pipe.text_decoding.max_length == 128

@@ -66,6 +66,7 @@ class CheersPipeline:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.offload: ModelOffload | None = None
+        self.compiled = False  # set by compile()
         #: How text requests are prefilled and decoded (:meth:`enable_static_decoding`).
         self.text_decoding: StartDecoding = start_decoding
         self.special = tokenizer.special
@@ -114,7 +115,16 @@ class CheersPipeline:
     ) -> ModelOffload:
         """Keep the large components on the CPU and move each to ``device`` when it runs
         (for GPUs smaller than the model; see :mod:`cheers.offload`). ``max_resident_bytes``
-        of components may stay on ``device`` at once (0: one at a time)."""
+        of components may stay on ``device`` at once (0: one at a time).
+
+        Raises:
+            CheersError: after :meth:`compile` (compiled blocks would hold the moving weights).
+        """
+        if self.compiled:
+            raise CheersError(
+                "CPU offload cannot follow compile(): offload moves the weights between "
+                "devices at every call; load the model again and offload it without compiling"
+            )
         if self.offload is not None:
             self.offload.remove()
         self.offload = enable_model_cpu_offload(self.model, device, max_resident_bytes)
@@ -155,6 +165,7 @@ class CheersPipeline:
         if self.device.type == "cuda":
             convolutions_channels_last(self.model)
         names = compile_regions(self.model, **options)
+        self.compiled = True
         if decoding_length is not None:
             step_options = {"mode": "reduce-overhead"} if self.device.type == "cuda" else {}
             self.enable_static_decoding(decoding_length, {**step_options, **options})
