@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from cheers import loading
 from cheers.checkpoint import load_model
 from cheers.config import CheersConfig
 from cheers.model import Cheers
@@ -142,3 +143,14 @@ def test_a_bfloat16_load_puts_the_convolutions_in_channels_last_order():
     kwargs = dict(num_inference_steps=4, generator=0, output_type="pt")
     image = pipe("a red circle", **kwargs).images.float()
     assert _relative(image, reference("a red circle", **kwargs).images) < 0.04
+
+
+@pytest.mark.parametrize(
+    ("amx", "dtype", "hint"), [(True, None, True), (False, None, False), (True, "bfloat16", False)]
+)
+def test_a_float32_load_on_a_cpu_with_amx_points_to_bfloat16(
+    capsys, monkeypatch, public_model_dir, amx, dtype, hint
+):
+    monkeypatch.setattr(loading, "cpu_has_bfloat16_matrix_units", lambda: amx)
+    loading.load_pipeline(str(public_model_dir), dtype, "cpu")
+    assert ("--dtype bfloat16" in capsys.readouterr().err) == hint

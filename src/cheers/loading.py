@@ -69,6 +69,15 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def cpu_has_bfloat16_matrix_units() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX), where bfloat16
+    convolutions run several times faster than float32 ones (docs/performance.md §5)."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private: may go away
+    return bool(probe is not None and probe())
+
+
 def load_pipeline(
     model: str | None,
     dtype: str | None = None,
@@ -107,6 +116,12 @@ def load_pipeline(
         from cheers.demo import SHAPES_ONLY
 
         print(SHAPES_ONLY, file=sys.stderr)
+    elif device == "cpu" and dtype is None and cpu_has_bfloat16_matrix_units():
+        print(
+            "this CPU has bfloat16 matrix units (AMX): --dtype bfloat16 runs images several "
+            "times faster than the float32 default, at bfloat16 precision (docs/performance.md)",
+            file=sys.stderr,
+        )
     # Offloaded models load into CPU memory in the compute dtype the GPU would use.
     pipe = CheersPipeline.from_pretrained(
         source,
