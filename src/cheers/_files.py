@@ -23,28 +23,30 @@ from cheers.errors import CheckpointError, CheersError
 STAGING_PREFIX = ".saving-"
 
 
-def ensure_folder(folder: Path, what: str = "model folder") -> Path:
-    """Create ``folder`` (and parents), or raise :class:`CheckpointError` saying why not."""
+def folder_problem(folder: Path) -> str | None:
+    """Create ``folder`` (and parents); ``None`` when it is a writable folder, else what is in
+    the way, worded to follow "cannot use ``folder``: ". The two wrappers below raise it as the
+    error of their callers (the API's, the command line's)."""
     if folder.exists() and not folder.is_dir():
-        raise CheckpointError(
-            f"Cannot save the {what} to {str(folder)!r}: it is an existing file, not a folder. "
-            "Pass a folder path (it is created if missing), or remove the file."
-        )
+        return "it is an existing file, not a folder"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
-        raise CheckpointError(
-            f"Cannot create the {what} {str(folder)!r}: a part of the path is a file ({exc}). "
-            "Choose a path whose parents are folders."
-        ) from exc
+        return f"a file is in the way: a part of the path is a file ({exc})"
     except OSError as exc:
-        raise CheckpointError(
-            f"Cannot create the {what} {str(folder)!r} ({exc}). Choose a writable location."
-        ) from exc
+        return f"it cannot be created ({exc.strerror or exc})"
     if not os.access(folder, os.W_OK | os.X_OK):
+        return "it is not writable (permission denied)"
+    return None
+
+
+def ensure_folder(folder: Path, what: str = "model folder") -> Path:
+    """Create ``folder`` (and parents), or raise :class:`CheckpointError` saying why not."""
+    problem = folder_problem(folder)
+    if problem is not None:
         raise CheckpointError(
-            f"Cannot write into the {what} {str(folder)!r}: permission denied. Choose a writable "
-            "location."
+            f"Cannot save the {what} to {str(folder)!r}: {problem}. Pass a writable folder path "
+            "(it is created if missing), or remove what is in the way."
         )
     return folder
 
@@ -52,18 +54,9 @@ def ensure_folder(folder: Path, what: str = "model folder") -> Path:
 def output_folder(folder: Path, flag: str) -> Path:
     """Create the output ``folder`` a command-line flag names (``flag``, e.g. ``"--out runs"``),
     or raise :class:`CheersError` naming the flag, the problem and the fix."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as err:
-        raise CheersError(
-            f"{flag}: a file is in the way of the folder {folder}; pass another path"
-        ) from err
-    except OSError as err:
-        raise CheersError(
-            f"{flag}: cannot create {folder} ({err.strerror or err}); pass a writable path"
-        ) from err
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise CheersError(f"{flag}: {folder} is not writable; pass a writable path")
+    problem = folder_problem(folder)
+    if problem is not None:
+        raise CheersError(f"{flag}: cannot use {folder}: {problem}; pass another, writable path")
     return folder
 
 
