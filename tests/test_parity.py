@@ -14,7 +14,15 @@ import pytest
 import torch
 
 from cheers.checkpoint import load_model
-from cheers.generation import FlowTrace, decode_text, feed_token, prefill, sample_latents
+from cheers.generation import (
+    DecodeState,
+    FlowTrace,
+    decode_from,
+    feed_token,
+    prefill,
+    sample_latents,
+    start_decoding,
+)
 from cheers.image import preprocess_understanding
 from cheers.sampling import timesteps
 from cheers.sequence import (
@@ -181,13 +189,9 @@ def test_text_to_image_sampling(setup, mode):
     position = prefix.batch.lengths[:1] + p
     im_end = torch.tensor([special["IM_END_ID"]])
     logits, valid = feed_token(model, cache, valid, im_end, position, prefix.length + p)
-    text = decode_text(
+    text = decode_from(
         model,
-        cache,
-        valid,
-        position + 1,
-        prefix.length + p + 1,
-        logits,
+        DecodeState.begin(cache, valid, position + 1, prefix.length + p + 1, logits),
         n_text,
         eos_id=special["EOS_TOKEN_ID"],
         pad_id=special["pad"],
@@ -205,14 +209,10 @@ def test_image_to_text_greedy(setup):
     tokens = model.understanding_tokens(ref["inputs.und.pixel_values"])
     batch = left_pad([_sequence(model, ref["inputs.und.input_ids"][0], [tokens[0]])])
     n_new = meta["i2t_generate_kwargs"]["max_length"] + 1
-    prefix = prefill(model, batch, room=n_new)
-    out = decode_text(
+    _, state = start_decoding(model, batch, room=n_new)
+    out = decode_from(
         model,
-        prefix.cache,
-        batch.valid,
-        batch.lengths,
-        prefix.length,
-        model.logits(prefix.hidden[:, -1]),
+        state,
         n_new,
         eos_id=special["EOS_TOKEN_ID"],
         pad_id=special["pad"],

@@ -10,7 +10,7 @@ from torch._dynamo.utils import counters
 
 from cheers.config import CheersConfig
 from cheers.errors import CheersError
-from cheers.generation import decode_from, decode_text, prefill, start_decoding
+from cheers.generation import decode_from, prefill, start_decoding
 from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline
 from cheers.sequence import Batch, left_pad
@@ -34,10 +34,7 @@ def tiny_pipe(llm_layers: int = 2) -> CheersPipeline:
 def greedy(pipe: CheersPipeline, question: str, tokens: int) -> torch.Tensor:
     ids = pipe.inputs.chat_ids([{"role": "user", "content": question}])
     batch = left_pad(pipe.inputs.sequences([ids], [[]], [None]))
-    prefix = prefill(pipe.model, batch, room=tokens)
-    logits = pipe.model.logits(prefix.hidden[:, -1])
-    args = (batch.valid, batch.lengths, prefix.length, logits, tokens)
-    return decode_text(pipe.model, prefix.cache, *args, eos_id=-1, pad_id=0).tokens
+    return greedy_rows(pipe, batch, tokens).tokens
 
 
 def test_regions_cover_every_repeated_block():

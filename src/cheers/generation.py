@@ -229,34 +229,6 @@ class TextOutput:
     logits: list[torch.Tensor]  # the logits (B, V) that chose each token
 
 
-def decode_text(
-    model: Cheers,
-    cache: KVCache,
-    key_valid: torch.Tensor,
-    positions: torch.Tensor,
-    start: int,
-    logits: torch.Tensor,
-    max_new_tokens: int,
-    eos_id: int,
-    pad_id: int,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-    on_token: Callable[[int, torch.Tensor], None] | None = None,
-) -> TextOutput:
-    """Autoregressive decoding from the logits of the last fed token.
-
-    ``key_valid`` (B, start) marks the cache entries each row may attend to, ``positions``
-    (B,) the RoPE position of the next token. Stops after ``max_new_tokens`` or when every
-    row has produced EOS (which is kept in the output). ``on_token(i, ids)`` streams each
-    step's ids (B,) as soon as they are chosen.
-    """
-    state = DecodeState.begin(cache, key_valid, positions, start, logits)
-    return decode_from(
-        model, state, max_new_tokens, eos_id, pad_id, temperature, top_p, generator, on_token
-    )
-
-
 def decode_from(
     model: Cheers,
     state: DecodeState,
@@ -268,8 +240,10 @@ def decode_from(
     generator: torch.Generator | None = None,
     on_token: Callable[[int, torch.Tensor], None] | None = None,
 ) -> TextOutput:
-    """:func:`decode_text` from a decoding state: any :class:`DecodeState`, e.g. the
-    static-shape one of :mod:`cheers.static_decoding`."""
+    """Autoregressive decoding from ``state`` (any :class:`DecodeState`, e.g. the
+    static-shape one of :mod:`cheers.static_decoding`), starting with the token its logits
+    choose. Stops after ``max_new_tokens`` or when every row has produced EOS (which is kept in
+    the output). ``on_token(i, ids)`` streams each step's ids (B,) as soon as they are chosen."""
     b = state.logits.shape[0]
     tokens: list[torch.Tensor] = []
     chosen_by: list[torch.Tensor] = []

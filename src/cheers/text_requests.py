@@ -1,6 +1,6 @@
 """Independent text requests decoded in one batch, each with its own settings.
 
-:func:`cheers.generation.decode_text` decodes a batch with one temperature, one top-p, one
+:func:`cheers.generation.decode_from` decodes a batch with one temperature, one top-p, one
 token budget and one generator, which is right for one caller's list of questions but not for a
 server that puts unrelated requests side by side: each of those must get exactly the answer it
 would get alone. Here every row keeps its own budget, temperature, top-p and generator (the
