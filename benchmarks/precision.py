@@ -47,15 +47,15 @@ from cheers.evaluation.shapes_gen import evaluate_generation
 from cheers.evaluation.shapes_vqa import evaluate_understanding
 from cheers.loading import DEFAULT_MODEL_DIR
 from cheers.pipeline import CheersPipeline
+from cheers.transforms.channels_last import convolution_modules
 from cheers.transforms.quantize import weight_bytes
 
 T2I = {"measurement": 10, "embedded": 20}  # steps; guidance 9.5, shift 0.5 for both
 
 
 def _nchw(pipe: CheersPipeline) -> CheersPipeline:
-    for module in (pipe.model.model.vae_model, pipe.model.model.vae_decoder_projector):
-        if module is not None:
-            module.to(memory_format=torch.contiguous_format)
+    for module in convolution_modules(pipe.model).values():
+        module.to(memory_format=torch.contiguous_format)
     return pipe
 
 
