@@ -84,6 +84,8 @@ MIXES: dict[str, dict[str, float]] = {
         "editing": 0.1,
     },
 }
+# Config fields ``--set`` may switch for a run (docs/training.md, "Generation that listens").
+SWITCHES = ("vit_input", "flow_prediction")
 SEEING = ("decoder_projector", "vision", "und_projector", "language_model", "embeddings")
 HEADS = ("time_embed", "gen_projector", "hi_gate", "hi_projector")
 
@@ -236,18 +238,45 @@ class Validation:
 
 
 # ---------------------------------------------------------------------------------- model
-def build_model(init: Path | None, vae_from: Path, seed: int) -> Cheers:
+def build_model(
+    init: Path | None, vae_from: Path, seed: int, changes: dict[str, str] | None = None
+) -> Cheers:
     """From ``init``, or from scratch with the VAE of ``vae_from`` and the decoder projector a
-    copy of its decoder."""
-    if init is not None:
-        return load_model(init, dtype=torch.float32)
-    base = load_model(vae_from, dtype=torch.float32)
+    copy of its decoder. ``changes`` switch fields of the config (``vit_input``,
+    ``flow_prediction``): the new model starts from scratch and takes every tensor of the
+    source model whose name and shape it shares (a transplant: with ``init``, the LLM, heads
+    and ViT layers; from scratch, the VAE)."""
+    source = load_model(init if init is not None else vae_from, dtype=torch.float32)
+    if init is not None and not changes:
+        return source
+    config = replace(source.config, **(changes or {})).validate()
     torch.manual_seed(seed)
-    model = Cheers(base.config).init_weights()
-    vae = {k: v for k, v in base.state_dict().items() if k.startswith("model.vae_model.")}
-    model.load_state_dict(vae, strict=False)
-    start_projector_from_decoder(model)
+    model = Cheers(config).init_weights()
+    own = model.state_dict()
+    keep = "" if init is not None else "model.vae_model."
+    taken = {
+        k: v
+        for k, v in source.state_dict().items()
+        if k.startswith(keep) and k in own and own[k].shape == v.shape
+    }
+    model.load_state_dict(taken, strict=False)
+    if init is None or config.vit_input != source.config.vit_input:
+        start_projector_from_decoder(model)
+    print(f"model: {len(taken)} of {len(own)} tensors from {init or vae_from}", flush=True)
     return model
+
+
+def parse_changes(pairs: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs of ``--set`` for the config fields a run may switch."""
+    changes = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in SWITCHES:
+            raise SystemExit(
+                f"--set {pair!r}: give KEY=VALUE with KEY one of {', '.join(SWITCHES)}"
+            )
+        changes[key] = value
+    return changes
 
 
 def save_snapshot(model: Cheers, tokenizer: CheersTokenizer, folder: Path) -> None:
@@ -275,7 +304,8 @@ def train(args: argparse.Namespace) -> Path:
         for p in DESIGNS[args.design]
     )
     tokenizer = CheersTokenizer.from_folder(args.tokenizer)
-    model = build_model(args.init, args.vae_from, args.seed).to(device).train()
+    changes = parse_changes(args.set)
+    model = build_model(args.init, args.vae_from, args.seed, changes).to(device).train()
     canvas = model.config.vae_encoder_config.resolution
     out = Path(args.out)
     run = {"step": 0, "samples": 0, "elapsed": 0.0, "phase": 0, "curve": [], "optimizer": None}
@@ -465,6 +495,14 @@ def main(argv: list[str] | None = None) -> int:
         help="model folder whose VAE is used (default: the embedded model)",
     )
     parser.add_argument("--tokenizer", type=Path, default=PACKAGE_MODEL)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"switch a config field ({', '.join(SWITCHES)}); with --init the model takes "
+        "every tensor of that model that still fits",
+    )
     parser.add_argument(
         "--checkpoint",
         action="store_true",
