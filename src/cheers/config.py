@@ -106,8 +106,10 @@ _HEAD_DEFAULTS = {
     "detail_injection": True,
     "token_merge": 2,
     "vit_input": "pixels",
+    "flow_prediction": "velocity",
 }
 VIT_INPUTS = ("pixels", "latents")
+FLOW_PREDICTIONS = ("velocity", "sample")
 # The paper's design choices measured in docs/ablations.md: each variant flips one switch of
 # CheersConfig (apply with ``dataclasses.replace(config, **ABLATIONS[name])``).
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -151,6 +153,13 @@ class CheersConfig:
     token_merge: int = 2
     # vit_input: "pixels" (latent → decoder projector → ViT) or "latents" (latent → ViT directly).
     vit_input: str = "pixels"
+    # flow_prediction: what the detail head's output means. "velocity" (the reference) is the
+    # velocity itself; "sample" is the clean latent x̂1, turned into the velocity
+    # (x̂1 − x_t)/(1 − t) (cheers.samplers.base.velocity_from_sample). Small models trained from
+    # scratch through the pixel path cannot carry x_t's noise to the heads, which the velocity
+    # x1 − x0 needs; a clean-latent prediction needs only what the pixel path keeps
+    # (docs/training.md, "Generation that listens").
+    flow_prediction: str = "velocity"
     # Fields of the file we do not interpret (architectures, auto_map, torch_dtype, ...).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -279,6 +288,10 @@ class CheersConfig:
             )
         if self.vit_input not in VIT_INPUTS:
             problems.append(f"vit_input must be one of {VIT_INPUTS}, not {self.vit_input!r}")
+        if self.flow_prediction not in FLOW_PREDICTIONS:
+            problems.append(
+                f"flow_prediction must be one of {FLOW_PREDICTIONS}, not {self.flow_prediction!r}"
+            )
         if vit.hidden_size % vit.num_attention_heads:
             problems.append(
                 f"vision hidden_size ({vit.hidden_size}) is not divisible by its "

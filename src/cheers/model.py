@@ -23,6 +23,7 @@ from cheers.modules.language import KVCache, Qwen2Model
 from cheers.modules.projector import UndProjector
 from cheers.modules.vae import VAE, DecoderProjector
 from cheers.modules.vision import VisionTransformer
+from cheers.samplers.base import velocity_from_sample
 from cheers.sampling import apply_guidance
 
 
@@ -289,19 +290,26 @@ class Cheers(nn.Module):
             tokens, context.positions[:rows], context.mask[:rows], cache, context.start
         )
         t_rows = torch.as_tensor(t, device=x_t.device).expand(rows)
-        v = self.velocity(hidden, patch_embeds, t_rows).velocity.float()
+        x_rows = x_t.repeat(2, 1, 1, 1) if guided else x_t
+        v = self.velocity(hidden, patch_embeds, t_rows, x_rows).velocity.float()
         if not guided:
             return FlowVelocity(v, v, None)
         cond, uncond = v.chunk(2)
         return FlowVelocity(apply_guidance(cond, uncond, context.guidance_scale), cond, uncond)
 
     def velocity(
-        self, image_hidden: torch.Tensor, patch_embeds: torch.Tensor, t: torch.Tensor
+        self,
+        image_hidden: torch.Tensor,
+        patch_embeds: torch.Tensor,
+        t: torch.Tensor,
+        x_t: torch.Tensor | None = None,
     ) -> Velocity:
         """LLM hidden states at the P image positions → latent velocity (docs/architecture.md §8).
 
         ``patch_embeds`` are the ViT patch embeddings of the same x_t's pixels (the detail
-        input of the gate); ``t`` has shape (B,).
+        input of the gate); ``t`` has shape (B,). ``x_t`` (B, 4z, G, G) is needed when the
+        config's ``flow_prediction`` is "sample": the head then predicts the clean latent and
+        the velocity is derived from it and x_t.
         """
         m, cell = self.model, self.config.token_merge
         p = image_hidden.shape[1]
@@ -319,8 +327,16 @@ class Cheers(nn.Module):
         else:
             positions = torch.arange(grid * grid, device=device)
         detail = m.hi_projector(gated, te2, positions)
+        velocity = tokens_to_feature_map(detail, grid)
+        if self.config.flow_prediction == "sample":
+            if x_t is None:
+                raise ValueError(
+                    "this model predicts clean latents (flow_prediction = 'sample'): pass x_t "
+                    "to velocity() so that the velocity can be derived"
+                )
+            velocity = velocity_from_sample(velocity, x_t.to(velocity.dtype), t[:, None, None, None])
         return Velocity(
-            velocity=tokens_to_feature_map(detail, grid),
+            velocity=velocity,
             t_emb_1=te1,
             t_emb_2=te2,
             gen_proj_out=sem,

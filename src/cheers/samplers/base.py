@@ -51,6 +51,23 @@ def noise(x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor | float) -> torch.
     return t * x1 + (1 - t) * x0
 
 
+# Smallest 1 − t that divides a clean-latent prediction into a velocity: near t = 1 the division
+# would amplify the prediction's error without bound (as in JiT, arXiv 2511.13720).
+MIN_NOISE_LEVEL = 0.05
+
+
+def velocity_from_sample(
+    x1_hat: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | float
+) -> torch.Tensor:
+    """The velocity that a predicted clean latent x̂1 implies at x_t: (x̂1 − x_t)/(1 − t).
+
+    Exact for the forward process above (x_t = t·x1 + (1−t)·x0 gives x1 − x0 =
+    (x1 − x_t)/(1 − t)); 1 − t is clamped at :data:`MIN_NOISE_LEVEL`.
+    """
+    gap = (1 - torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)).clamp(min=MIN_NOISE_LEVEL)
+    return (x1_hat - x_t) / gap
+
+
 class FlowMatchSampler:
     """An ODE solver for the flow dx/dt = v(x, t) from t0 to 1 on the shifted time grid.
 

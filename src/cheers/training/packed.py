@@ -115,7 +115,8 @@ def packed_losses(
         with torch.no_grad():
             x1 = model.encode_latent(batch["pixels"]).float()
         tt = t[:, None, None, None]
-        image = model.image_tokens(noise(x1, x0, tt))
+        x_t = noise(x1, x0, tt)
+        image = model.image_tokens(x_t)
         embeds = embeds.index_copy(0, where, image.tokens.reshape(-1, d).to(embeds.dtype))
     embeds = embeds.reshape(*batch["ids"].shape, d)
     positions = (batch["valid"].long().cumsum(1) - 1).clamp(min=0)
@@ -131,7 +132,7 @@ def packed_losses(
     }
     if heads and len(t):
         image_hidden = hidden.reshape(-1, d)[where].reshape(len(t), -1, d)
-        v = model.velocity(image_hidden, image.patch_embeds, t).velocity.float()
+        v = model.velocity(image_hidden, image.patch_embeds, t, x_t).velocity.float()
         goal = torch.where(tt == 1, torch.zeros_like(x1), x1 - x0)  # u = x1 − x0, 0 at t = 1
         out["image"] = (v - goal).pow(2).sum()
         out["image_n"] = torch.tensor(v.numel(), device=v.device)
