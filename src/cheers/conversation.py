@@ -144,8 +144,11 @@ class Conversation:
             if unknown:
                 raise PromptError(
                     f"{name} does not take {', '.join(unknown)}; it takes {', '.join(allowed)}"
-                    + (" (pass max_new_tokens to Conversation itself)" if "max_new_tokens"
-                       in unknown else "")
+                    + (
+                        " (pass max_new_tokens to Conversation itself)"
+                        if "max_new_tokens" in unknown
+                        else ""
+                    )
                 )
         if self.system is not None and not isinstance(self.system, str):
             raise PromptError(f"system must be a str or None, got {self.system!r}")
@@ -178,23 +181,28 @@ class Conversation:
         new = [{"role": "user", "content": content}]
         budget: int | None = self.max_new_tokens
         try:
-            fitted = fit_history(self.pipe, self.messages, self.images, new, attached, budget, False)
+            fitted = fit_history(
+                self.pipe, self.messages, self.images, new, attached, budget, False
+            )
         except ContextLengthError:
             # Alone, with whatever room the context leaves for the answer (or the error).
-            fitted = fit_history(self.pipe, self.messages[:1] if self.system else [], [], new,
-                                 attached, 1, False)
-            budget = None
-        answer = self.pipe.answer([
-            TextRequest(
-                fitted.messages,
-                fitted.images,
-                max_new_tokens=budget,
-                temperature=self.chat_kwargs.get("temperature", 0.0),
-                top_p=self.chat_kwargs.get("top_p", 1.0),
-                seed=self.chat_kwargs.get("generator"),
-                may_draw=self.may_draw,
+            fitted = fit_history(
+                self.pipe, self.messages[:1] if self.system else [], [], new, attached, 1, False
             )
-        ])[0]
+            budget = None
+        answer = self.pipe.answer(
+            [
+                TextRequest(
+                    fitted.messages,
+                    fitted.images,
+                    max_new_tokens=budget,
+                    temperature=self.chat_kwargs.get("temperature", 0.0),
+                    top_p=self.chat_kwargs.get("top_p", 1.0),
+                    seed=self.chat_kwargs.get("generator"),
+                    may_draw=self.may_draw,
+                )
+            ]
+        )[0]
         if answer.finish_reason != "image":
             return self._keep(fitted, answer.text, None)
         # The model opened an image: draw it after the text it wrote first.
@@ -219,7 +227,9 @@ class Conversation:
                 "send(text, images=[...]) or draw one first"
             )
         if isinstance(image, bool) or not isinstance(image, int):
-            raise PromptError(f"image must be an index into the conversation's images, got {image!r}")
+            raise PromptError(
+                f"image must be an index into the conversation's images, got {image!r}"
+            )
         n = len(self.images)
         if not -n <= image < n:
             raise PromptError(

@@ -110,9 +110,7 @@ def test_one_conversation_thread_draws_edits_and_asks(browser, live, pipe, tmp_p
     def turn(text: str, mode: str, done: int) -> None:
         page.fill("#chat-form input[name=message]", text)
         page.click(f"#chat-form button[data-mode={mode}]")
-        page.wait_for_function(
-            f"document.querySelectorAll('{assistant}.done').length === {done}"
-        )
+        page.wait_for_function(f"document.querySelectorAll('{assistant}.done').length === {done}")
 
     # An edit before any image: a clear error, and the thread stays empty.
     page.fill("#chat-form input[name=message]", "make it blue")
