@@ -16,12 +16,14 @@ from cheers import loading
 from cheers.cli import main, output
 from cheers.errors import CheersError
 from cheers.pipeline import CheersPipeline, ImagePipelineOutput
+from cheers.text_requests import TextAnswer
 
 HELP_FLAGS = {
     "generate": ["--steps", "--guidance", "--no-guidance", "--shift", "--seed", "--num-images",
                  "--out", "--dtype", "--device", "--no-progress", "--model"],
     "ask": ["--question", "--max-new-tokens", "--temperature", "--top-p", "--seed", "--model"],
-    "chat": ["--max-new-tokens", "--temperature", "--top-p", "--seed", "--model"],
+    "chat": ["--max-new-tokens", "--temperature", "--top-p", "--seed", "--steps", "--strength",
+             "--out", "--model"],
     "edit": ["--instruction", "--strength", "--steps", "--guidance", "--shift", "--seed", "--out",
              "--model"],
 }  # fmt: skip
@@ -209,12 +211,51 @@ def test_interactive_chat_keeps_the_history_until_eof(capsys, monkeypatch, pipe,
 
 def test_interactive_chat_stops_at_exit(capsys, monkeypatch, pipe, model_flags):
     calls = []
-    monkeypatch.setattr(pipe, "chat", lambda messages, **kw: calls.append(list(messages)) or "ok")
+
+    def answer(requests, **kw):
+        calls.append(list(requests[0].messages))
+        return [TextAnswer("ok", [], "stop", 1)]
+
+    monkeypatch.setattr(pipe, "answer", answer)
     monkeypatch.setattr(sys, "stdin", io.StringIO("one\n/reset\ntwo\n/exit\nthree\n"))
     code, out, _ = run(capsys, "chat", *model_flags)
     assert code == 0
     assert out == "ok\nok\n"
     assert calls == [[{"role": "user", "content": "one"}], [{"role": "user", "content": "two"}]]
+
+
+def test_interactive_chat_draws_edits_saves_and_asks(
+    capsys, monkeypatch, pipe, model_flags, tmp_path
+):
+    lines = [
+        "/edit make it blue",  # no image yet: an error, the conversation goes on
+        "/draw a red circle",
+        "/edit make it blue",
+        "/save #1 " + str(tmp_path / "first.png"),
+        "/images",
+        "What color is the shape?",
+        "/edit #7 x",
+    ]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(lines) + "\n"))
+    code, out, err = run(
+        capsys, "chat", "--steps", "3", "--seed", "2", "--max-new-tokens", "4",
+        "--out", tmp_path / "drawn", *model_flags,
+    )  # fmt: skip
+    assert code == 0
+    assert "holds no image yet" in err and "no image #7" in err
+    out_lines = out.splitlines()
+    assert out_lines[0] == f"[image #1, 128x128] {tmp_path / 'drawn' / 'image-1.png'}"
+    assert out_lines[1] == f"[image #3, 128x128] {tmp_path / 'drawn' / 'image-2.png'}"
+    assert out_lines[2] == str(tmp_path / "first.png")
+    assert out_lines[3:6] == ["#1: 128x128", "#2: 128x128", "#3: 128x128"]
+    # The first drawing is the image text-to-image makes with the session's generator.
+    gen = torch.Generator().manual_seed(2)
+    expected = pipe("a red circle", num_inference_steps=3, generator=gen).images[0]
+    with (
+        Image.open(tmp_path / "first.png") as saved,
+        Image.open(tmp_path / "drawn" / "image-1.png") as drawn,
+    ):
+        assert saved.tobytes() == drawn.tobytes() == expected.tobytes()
 
 
 def test_edit_writes_a_png(capsys, tmp_path, image_file, model_flags):

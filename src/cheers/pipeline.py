@@ -29,6 +29,7 @@ from cheers.arguments import (
     StepEndCallback,
     as_image_list,
     as_list,
+    check_callable,
     check_decoding,
     check_messages,
     check_number,
@@ -40,6 +41,7 @@ from cheers.arguments import (
     to_generators,
 )
 from cheers.checkpoint import load_model, resolve_model_path, save_model
+from cheers.draw_requests import DrawRequest, draw_latents
 from cheers.errors import CheersError, PromptError
 from cheers.generation import StartDecoding, start_decoding
 from cheers.image import ImageInput
@@ -362,6 +364,47 @@ class CheersPipeline:
             guidance_interval=guidance_interval,
             step_cache=step_cache,
             on_step_end=step_end_hook(self, callback_on_step_end),
+        )
+        out = to_output(self.model, x, output_type)
+        return out if return_dict else (out.images,)
+
+    @torch.inference_mode()
+    def draw(
+        self,
+        requests: Sequence[DrawRequest],
+        *,
+        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        guidance_scale: float | None = DEFAULTS.guidance_scale,
+        time_shift: float = DEFAULTS.time_shift,
+        strength: float = DEFAULTS.edit_strength,
+        sampler: str | FlowMatchSampler | None = None,
+        output_type: OutputType = "pil",
+        return_dict: bool = True,
+        progress: bool = False,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> ImagePipelineOutput | tuple:
+        """Draw the next reply of each conversation as an image, seeing its earlier turns and
+        images (:class:`~cheers.draw_requests.DrawRequest`); requests with a ``source`` are
+        edits of it with ``strength`` as in :meth:`edit`. One call takes only edits or only
+        drawings from noise. Other arguments as in :meth:`text_to_image`;
+        :class:`cheers.conversation.Conversation` keeps such conversations.
+        """
+        check_sampling(num_inference_steps, guidance_scale, time_shift, sampler, None, {})
+        check_callable(callback, "callback")
+        check_number(strength, "strength")
+        if not 0.0 < strength <= 1.0:
+            raise CheersError(f"strength must be in (0, 1], got {strength}")
+        check_output_type(output_type)
+        x = draw_latents(
+            self.inputs,
+            requests,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            time_shift=time_shift,
+            strength=strength,
+            sampler=sampler,
+            progress=progress,
+            callback=callback,
         )
         out = to_output(self.model, x, output_type)
         return out if return_dict else (out.images,)

@@ -102,15 +102,14 @@ def answer_requests(
     """Check, prefill and decode independent requests together, each with its own settings
     (the body of :meth:`CheersPipeline.answer`); ``decoding`` as in :func:`generate_text`."""
     model, special, tokenizer = inputs.model, inputs.special, inputs.tokenizer
-    settings, rows = [], []
+    rows = []
     for req in requests:
-        check_positive(req.max_new_tokens, "max_new_tokens")
+        if req.max_new_tokens is not None:
+            check_positive(req.max_new_tokens, "max_new_tokens")
         check_number(req.temperature, "temperature", low=0.0)
         check_number(req.top_p, "top_p")
         if not 0.0 < req.top_p <= 1.0:
             raise CheersError(f"top_p must be in (0, 1], got {req.top_p}")
-        gen = to_generator(req.seed, inputs.device)
-        settings.append(RowSettings(req.max_new_tokens, req.temperature, req.top_p, gen))
         ids = inputs.chat_ids(req.messages)
         if ids.count(special.image) != len(req.images):
             raise PromptError(
@@ -118,27 +117,38 @@ def answer_requests(
                 f"{len(req.images)} are given; put one {IMAGE_IN_PROMPT} per image"
             )
         rows.append(ids)
+    generators = [to_generator(req.seed, inputs.device) for req in requests]
     flat = [im for req in requests for im in req.images]
     tokens = model.understanding_tokens(inputs.pixels(flat)) if flat else None
     requests_in, k = [], 0
-    for req, ids, row in zip(requests, rows, settings, strict=True):
+    for req, ids, gen in zip(requests, rows, generators, strict=True):
         n = len(req.images)
-        dummy = None if n else inputs.dummy_tokens(1, None, [row.generator])
+        dummy = None if n else inputs.dummy_tokens(1, None, [gen])
         images = [tokens[k + j] for j in range(n)] if n else []
         requests_in.append((ids, images, None if dummy is None else dummy[0]))
         k += n
     batch = left_pad(inputs.sequences(*zip(*requests_in, strict=True)))
-    for length, row in zip(batch.lengths.tolist(), settings, strict=True):
-        inputs.check_context(length, row.max_new_tokens)
+    context = model.config.text_config.max_position_embeddings
+    settings = []
+    for length, req, gen in zip(batch.lengths.tolist(), requests, generators, strict=True):
+        if req.max_new_tokens is None:
+            budget = new_token_room(length, None, context)
+        else:
+            inputs.check_context(length, req.max_new_tokens)
+            budget = req.max_new_tokens
+        stops = frozenset({special.im_start}) if req.may_draw else frozenset()
+        settings.append(RowSettings(budget, req.temperature, req.top_p, gen, stops))
     room = max(row.max_new_tokens for row in settings)
     _, state = decoding(model, batch, room)
     on_token = None
     if stream is not None:
-        on_token = RowStreamer(tokenizer.decode, special.eos, stream, len(requests))
+        stops = [row.stops for row in settings]
+        on_token = RowStreamer(tokenizer.decode, special.eos, stream, len(requests), stops)
     out = decode_rows(model, state, settings, special.eos, special.pad, on_token)
     answers = []
     for row, stopped, length in zip(out.tokens, out.stopped, batch.lengths.tolist(), strict=True):
         ids = row[:-1] if stopped else row
         text = tokenizer.decode(ids).strip()
-        answers.append(TextAnswer(text, ids, "stop" if stopped else "length", length))
+        reason = ("image" if row[-1] == special.im_start else "stop") if stopped else "length"
+        answers.append(TextAnswer(text, ids, reason, length))
     return answers

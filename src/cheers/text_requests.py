@@ -10,7 +10,7 @@ make for it alone), so batching changes nothing but the speed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,24 +29,29 @@ class TextRequest:
     ``messages`` are ``{"role", "content"}`` dicts whose contents mark each image of ``images``
     with one ``<im_start><image><im_end>``, in order. A request without images gets the dummy
     noise image in front (when the model config asks for it), drawn from its own seed, as
-    :meth:`CheersPipeline.chat` does.
+    :meth:`CheersPipeline.chat` does. ``seed`` is an int or a ``torch.Generator`` (consumed).
+    ``max_new_tokens=None`` takes up to 256 tokens, fewer when the context leaves less.
+    With ``may_draw`` the answer also ends where the model opens an image (``<im_start>``):
+    its ``finish_reason`` is then ``"image"`` and :meth:`CheersPipeline.draw` can draw it.
     """
 
     messages: Sequence[Mapping[str, str]]
     images: Sequence[ImageInput] = ()
-    max_new_tokens: int = 256
+    max_new_tokens: int | None = 256
     temperature: float = 0.0
     top_p: float = 1.0
-    seed: int | None = None
+    seed: int | torch.Generator | None = None
+    may_draw: bool = False
 
 
 @dataclass
 class TextAnswer:
-    """One request's answer: its text, the generated ids (EOS excluded) and why it stopped."""
+    """One request's answer: its text, the generated ids (EOS or ``<im_start>`` excluded) and why
+    it stopped: EOS (``"stop"``), its budget (``"length"``) or an image opened (``"image"``)."""
 
     text: str
     token_ids: list[int]
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "image"]
     prompt_tokens: int
 
 
@@ -58,6 +63,7 @@ class RowSettings:
     temperature: float = 0.0
     top_p: float = 1.0
     generator: torch.Generator | None = None
+    stops: frozenset[int] = frozenset()  # tokens that end the row besides EOS
 
 
 #: ``on_token(step, tokens, active)``: the ids chosen at ``step`` (B,) and which rows chose one
@@ -68,7 +74,7 @@ RowTokenCallback = Callable[[int, torch.Tensor, list[bool]], None]
 @dataclass
 class RowsOutput:
     tokens: list[list[int]] = field(default_factory=list)  # per row, EOS included if produced
-    stopped: list[bool] = field(default_factory=list)  # per row: ended by EOS
+    stopped: list[bool] = field(default_factory=list)  # per row: ended by EOS or a stop token
 
 
 def decode_rows(
@@ -79,7 +85,8 @@ def decode_rows(
     pad_id: int,
     on_token: RowTokenCallback | None = None,
 ) -> RowsOutput:
-    """Decode every row from ``state`` until it produces EOS or uses its own budget.
+    """Decode every row from ``state`` until it produces EOS (or one of its ``stops``) or uses
+    its own budget.
 
     Row r's token at each step is ``sample_token`` of its logits alone with its settings, so it
     consumes its generator exactly as a batch of one would. Finished rows are fed ``pad_id``
@@ -108,9 +115,9 @@ def decode_rows(
             if not active[i]:
                 continue
             out.tokens[i].append(tok)
-            if tok == eos_id:
+            if tok == eos_id or tok in rows[i].stops:
                 out.stopped[i] = True
-            if tok == eos_id or len(out.tokens[i]) >= rows[i].max_new_tokens:
+            if out.stopped[i] or len(out.tokens[i]) >= rows[i].max_new_tokens:
                 active[i] = False
         step += 1
         if any(active):
@@ -120,8 +127,8 @@ def decode_rows(
 
 class RowStreamer:
     """Per-token ids → the new text of each row that chose a text token (``None`` for rows
-    that finished before this step or chose EOS in it), so a row gets one piece per token of its
-    answer.
+    that finished before this step or chose EOS or another of its ``stops`` in it), so a row gets
+    one piece per token of its answer.
 
     The ids so far are decoded whole each time, so a character split over several tokens comes
     out once complete (its first pieces are empty).
@@ -133,9 +140,11 @@ class RowStreamer:
         eos_id: int,
         sink: Callable[[list[str | None]], None],
         rows: int,
+        stops: Sequence[Collection[int]] = (),
     ) -> None:
         self._decode = decode
-        self._eos = eos_id
+        # Per row: the tokens that end it (EOS, and its own stops when given).
+        self._stops = [{eos_id, *(stops[r] if stops else ())} for r in range(rows)]
         self._sink = sink
         self._ids: list[list[int]] = [[] for _ in range(rows)]
         self._shown = [""] * rows
@@ -143,7 +152,7 @@ class RowStreamer:
     def __call__(self, step: int, tokens: torch.Tensor, active: list[bool]) -> None:
         pieces: list[str | None] = []
         for r, tok in enumerate(tokens.tolist()):
-            if not active[r] or tok == self._eos:
+            if not active[r] or tok in self._stops[r]:
                 pieces.append(None)
                 continue
             self._ids[r].append(tok)

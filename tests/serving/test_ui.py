@@ -96,3 +96,50 @@ def test_page_generates_images_and_streams_an_answer(browser, live, pipe, tmp_pa
     if target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tmp_path / "serving-ui.png", target)
+
+
+def test_one_conversation_thread_draws_edits_and_asks(browser, live, pipe, tmp_path):
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.goto(live.url)
+    page.wait_for_selector("body[data-ready=true]")
+    page.click("button[data-tab=chat]")
+    page.fill("#chat-form input[name=num_inference_steps]", str(STEPS))
+    page.fill("#chat-form input[name=seed]", "4")
+    assistant = "#chat-log .message.assistant"
+
+    def turn(text: str, mode: str, done: int) -> None:
+        page.fill("#chat-form input[name=message]", text)
+        page.click(f"#chat-form button[data-mode={mode}]")
+        page.wait_for_function(f"document.querySelectorAll('{assistant}.done').length === {done}")
+
+    # An edit before any image: a clear error, and the thread stays empty.
+    page.fill("#chat-form input[name=message]", "make it blue")
+    page.click("#chat-form button[data-mode=edit]")
+    page.wait_for_selector("#chat .error:not([hidden])")
+    assert "holds no image" in page.text_content("#chat .error")
+    assert page.locator("#chat-log .message").count() == 0
+
+    turn("a red circle", "draw", 1)
+    first = page.locator(f"{assistant} img").first
+    assert first.evaluate("i => i.naturalWidth") == 64
+    assert int(page.locator(assistant).first.get_attribute("data-steps")) >= STEPS - 1
+    turn("make it blue", "edit", 2)
+    assert page.locator(f"{assistant} img").count() == 2
+    # Asking about the edited image continues the same conversation: three images in its
+    # context (drawn, shown again for the edit, edited), so the answer is not the one-turn one.
+    turn("What color is the shape?", "send", 3)
+    answer = page.locator(assistant).last.text_content()
+    assert answer and not page.locator("#chat .error").is_visible()
+    assert page.locator("#chat-log .message.user").count() == 3
+
+    # An attached image goes inline with the message and is asked about.
+    source = pipe("a red circle", num_inference_steps=8, generator=0).images[0]
+    upload = tmp_path / "circle.png"
+    upload.write_bytes(png_bytes(source))
+    page.click("#chat-reset")
+    page.set_input_files("#chat-form input[name=image]", str(upload))
+    page.fill("#chat-form input[name=max_tokens]", "64")
+    turn("What color is the shape?", "send", 1)
+    assert page.locator("#chat-log .message.user img").count() == 1
+    expected = pipe.understand(source, "What color is the shape?", max_new_tokens=64)
+    assert page.locator(assistant).last.text_content() == expected

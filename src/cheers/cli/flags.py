@@ -64,8 +64,9 @@ def seed(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------- images
-def add_image_flags(parser: argparse.ArgumentParser, steps: int) -> None:
-    """The sampling group: steps, guidance, time shift, sampler, seed, progress bar."""
+def add_image_flags(parser: argparse.ArgumentParser, steps: int, seed: bool = True) -> None:
+    """The sampling group: steps, guidance, time shift, sampler, seed (unless the command has
+    its own), progress bar."""
     group = parser.add_argument_group("sampling")
     group.add_argument(
         "--steps",
@@ -101,11 +102,12 @@ def add_image_flags(parser: argparse.ArgumentParser, steps: int) -> None:
         help="ODE solver: euler (the reference), heun (2 evaluations per step, 2nd order), "
         "ab2 (Adams-Bashforth, 1 evaluation per step, 2nd order)",
     )
-    add_seed_flag(
-        group,
-        "random seed; the same seed and flags give the same image "
-        "(default: a random seed, printed to stderr so the result can be reproduced)",
-    )
+    if seed:
+        add_seed_flag(
+            group,
+            "random seed; the same seed and flags give the same image "
+            "(default: a random seed, printed to stderr so the result can be reproduced)",
+        )
     group.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar over the steps"
     )

@@ -6,8 +6,9 @@
 
 Routes: ``GET /v1/models``, ``GET /health``, ``POST /v1/chat/completions``
 (:mod:`~cheers.serving.chat`), ``POST /v1/images/generations`` and ``POST /v1/images/edits``
-(:mod:`~cheers.serving.images_api`), ``GET /`` (the UI). The model runs on the batcher's one
-worker thread; shutting down finishes every queued and running request first.
+(:mod:`~cheers.serving.images_api`), ``POST /v1/responses`` with ``GET`` / ``DELETE
+/v1/responses/{id}`` (:mod:`~cheers.serving.responses`), ``GET /`` (the UI). The model runs on
+the batcher's one worker thread; shutting down finishes every queued and running request first.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from cheers.serving import chat, errors, images_api
+from cheers.serving import chat, errors, images_api, responses
 from cheers.serving.batching import Batcher
 from cheers.serving.config import ServerConfig
 from cheers.serving.limits import BodyLimit
 from cheers.serving.runner import TEXT_KEY, PipelineRunner
 from cheers.serving.schemas import ModelCard, ModelList, dump
 from cheers.serving.state import ServerState
+from cheers.serving.store import ResponseStore
 
 if TYPE_CHECKING:
     from cheers.pipeline import CheersPipeline
@@ -58,6 +60,8 @@ def create_app(pipeline: CheersPipeline, config: ServerConfig | None = None) -> 
         resolution=pipeline.resolution,
         control_tokens=control_tokens(pipeline),
         created=int(time.time()),
+        pipeline=pipeline,
+        responses=ResponseStore(config.max_stored_responses, config.response_ttl_s),
     )
 
     @contextlib.asynccontextmanager
@@ -74,6 +78,7 @@ def create_app(pipeline: CheersPipeline, config: ServerConfig | None = None) -> 
     errors.install(app, config.max_body_bytes)
     app.include_router(chat.router)
     app.include_router(images_api.router)
+    app.include_router(responses.router)
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:

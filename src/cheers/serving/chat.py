@@ -83,13 +83,7 @@ def conversation(
                 pieces.append((True, IMAGE_IN_PROMPT))
             else:
                 pieces.append((False, state.check_text(part.text, f"{where}.text", False)))
-        text = ""
-        for k, (is_image, piece) in enumerate(pieces):
-            # Images side by side; a line break wherever text meets an image or other text.
-            if k and not (is_image and pieces[k - 1][0]):
-                text += "\n"
-            text += piece
-        turns.append({"role": message.role, "content": text})
+        turns.append({"role": message.role, "content": join_parts(pieces)})
     if len(images) > state.config.max_images_per_request:
         raise APIError(
             400,
@@ -102,6 +96,17 @@ def conversation(
             400, "the messages hold no text and no image; write something", param="messages"
         )
     return turns, images
+
+
+def join_parts(pieces: list[tuple[bool, str]]) -> str:
+    """One message's content from its (is_image, text) parts: images side by side, a line
+    break wherever text meets an image or other text."""
+    text = ""
+    for k, (is_image, piece) in enumerate(pieces):
+        if k and not (is_image and pieces[k - 1][0]):
+            text += "\n"
+        text += piece
+    return text
 
 
 @router.post("/v1/chat/completions")

@@ -43,6 +43,10 @@ class ServerConfig:
     max_new_tokens: int = 256
     #: Largest classifier-free guidance scale accepted.
     max_guidance_scale: float = 50.0
+    #: Responses kept for ``previous_response_id`` (the oldest is forgotten beyond).
+    max_stored_responses: int = 256
+    #: Seconds a stored response is kept.
+    response_ttl_s: float = 3600.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -57,6 +61,7 @@ class ServerConfig:
             "max_n",
             "max_steps",
             "max_new_tokens",
+            "max_stored_responses",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -65,6 +70,11 @@ class ServerConfig:
             raise ConfigError(
                 f"ServerConfig.admission_window_s must be in [0, 10] seconds, got "
                 f"{self.admission_window_s!r}"
+            )
+        if not self.response_ttl_s > 0:
+            raise ConfigError(
+                f"ServerConfig.response_ttl_s must be a positive number of seconds, got "
+                f"{self.response_ttl_s!r}"
             )
         if self.max_n > self.max_batch_images:
             raise ConfigError(

@@ -121,7 +121,7 @@ def install(app: FastAPI, config_limit: int) -> None:
         if exc.status_code == 404:
             message = (
                 f"no such endpoint: {request.method} {request.url.path}; the API is under /v1 "
-                "(models, chat/completions, images/generations, images/edits)"
+                "(models, chat/completions, responses, images/generations, images/edits)"
             )
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"

@@ -35,7 +35,10 @@ router = APIRouter()
 _IMAGE_FIELDS = ("image", "image[]")
 
 
-def _settings(state: ServerState, steps: int | None, guidance: float | None) -> tuple[int, float]:
+def sampling_settings(
+    state: ServerState, steps: int | None, guidance: float | None
+) -> tuple[int, float]:
+    """The request's steps and guidance (the authors' defaults when left out), checked."""
     steps = DEFAULTS.num_inference_steps if steps is None else steps
     state.check_range(steps, "num_inference_steps", 2, state.config.max_steps, "the server's limit")
     guidance = DEFAULTS.guidance_scale if guidance is None else guidance
@@ -69,7 +72,7 @@ async def generations(request: Request) -> Response:
     n = state.check_range(body.n, "n", 1, state.config.max_n, "images per request")
     state.check_size(body.size)
     state.check_response_format(body.response_format)
-    steps, guidance = _settings(state, body.num_inference_steps, body.guidance_scale)
+    steps, guidance = sampling_settings(state, body.num_inference_steps, body.guidance_scale)
     key = ImageSettings("generate", steps, guidance, negative=negative is not None)
     work = ImageWork(prompt, n, state.seed(body.seed), negative_prompt=negative)
     return await _images(state, request, Job(key, work, rows=n))
@@ -122,7 +125,7 @@ async def edits(request: Request) -> Response:
     n = state.check_range(body.n, "n", 1, state.config.max_n, "images per request")
     state.check_size(body.size)
     state.check_response_format(body.response_format)
-    steps, guidance = _settings(state, body.num_inference_steps, body.guidance_scale)
+    steps, guidance = sampling_settings(state, body.num_inference_steps, body.guidance_scale)
     strength = DEFAULTS.edit_strength if body.strength is None else body.strength
     # Too few steps for the strength is the sampler's SamplerError (a 400) when the job runs.
     data = await files[0].read()

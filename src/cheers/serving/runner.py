@@ -4,7 +4,11 @@ Runs in the batcher's worker thread. Two image jobs share a batch when their
 :class:`ImageSettings` are equal (same kind, steps, guidance, strength, negative prompt or
 not); each job adds ``n`` rows, and image ``i`` of a job with seed ``s`` is drawn from seed
 ``s + i``, so it is exactly the image ``pipe(prompt, generator=s + i)`` makes alone (or
-``pipe.edit(image, prompt, generator=s + i)``). All text jobs share one key: the pipeline's
+``pipe.edit(image, prompt, generator=s + i)``). Drawings inside a conversation (the Responses
+API's image tool) are ``"draw"`` jobs: one image each, of a
+:class:`~cheers.draw_requests.DrawRequest`, batched with other drawings of the same settings
+(edits among edits), with a :class:`ProgressEvent` after every model evaluation.
+All text jobs share one key: the pipeline's
 :meth:`~cheers.pipeline.CheersPipeline.answer` decodes rows with different settings together.
 """
 
@@ -30,10 +34,10 @@ TEXT_KEY = ("text",)
 class ImageSettings:
     """What image jobs must share to be generated in one model call (their batch key)."""
 
-    kind: Literal["generate", "edit"]
+    kind: Literal["generate", "edit", "draw"]
     num_inference_steps: int
     guidance_scale: float
-    strength: float | None = None  # edits only
+    strength: float | None = None  # edits (and drawings that edit) only
     negative: bool = False  # generations: whether the unconditional rows are a negative prompt
 
 
@@ -54,6 +58,13 @@ class TokenEvent:
     text: str
 
 
+#: Streamed to a drawing job after each of the ``total`` model evaluations of its batch.
+@dataclass(frozen=True)
+class ProgressEvent:
+    step: int
+    total: int
+
+
 class PipelineRunner:
     """Turns a batch of jobs into one pipeline call and splits the results back per job."""
 
@@ -67,7 +78,9 @@ class PipelineRunner:
             return self._images(key, jobs)
         raise ValueError(f"no runner for batch key {key!r}")
 
-    def _images(self, settings: ImageSettings, jobs: list[Job]) -> list[list[Image.Image]]:
+    def _images(self, settings: ImageSettings, jobs: list[Job]) -> list[Any]:
+        if settings.kind == "draw":
+            return self._drawings(settings, jobs)
         works: list[ImageWork] = [job.payload for job in jobs]
         prompts = [w.prompt for w in works for _ in range(w.n)]
         seeds = [w.seed + i for w in works for i in range(w.n)]
@@ -93,6 +106,20 @@ class PipelineRunner:
             out.append(images[k : k + w.n])
             k += w.n
         return out
+
+    def _drawings(self, settings: ImageSettings, jobs: list[Job]) -> list[Image.Image]:
+        def progress(step: int, total: int) -> None:
+            for job in jobs:
+                job.emit(ProgressEvent(step, total))
+
+        strength = {} if settings.strength is None else {"strength": settings.strength}
+        return self.pipeline.draw(
+            [job.payload for job in jobs],
+            num_inference_steps=settings.num_inference_steps,
+            guidance_scale=settings.guidance_scale,
+            callback=progress,
+            **strength,
+        ).images
 
     def _text(self, jobs: list[Job]) -> list[Any]:
         requests: list[TextRequest] = [job.payload for job in jobs]

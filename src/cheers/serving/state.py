@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
@@ -18,6 +18,10 @@ from pydantic import BaseModel, ValidationError
 from cheers.serving.batching import Batcher, Job
 from cheers.serving.config import ServerConfig
 from cheers.serving.errors import APIError, validation_message
+from cheers.serving.store import ResponseStore
+
+if TYPE_CHECKING:
+    from cheers.pipeline import CheersPipeline
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -35,6 +39,12 @@ class ServerState:
     resolution: int  # the model's image side: the only size it makes
     control_tokens: tuple[str, ...]  # special-token text no request may contain
     created: int  # when the model was loaded (Unix time), for /v1/models
+    pipeline: CheersPipeline  # read-only here: tokenising, the context length; runs in the batcher
+    responses: ResponseStore  # conversations kept for previous_response_id
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.pipeline.model.tokens_per_image
 
     # ------------------------------------------------------------------ bodies
     async def read_json(self, request: Request, model: type[M]) -> M:

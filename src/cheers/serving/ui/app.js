@@ -201,45 +201,122 @@ function setupEdit() {
   });
 }
 
+// A key of this page: the server keeps each conversation private to the key that made it.
+const pageKey = `ui-${crypto.getRandomValues(new Uint32Array(4)).join("")}`;
+
+// POST a streamed response (/v1/responses); onEvent(event) gets every server-sent event.
+async function streamResponse(body, onEvent) {
+  const response = await fetch("/v1/responses", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${pageKey}` },
+    body: JSON.stringify({ ...body, model: modelName, stream: true }),
+  });
+  if (!response.ok) throw await apiError(response);
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").find((line) => line.startsWith("data: "));
+      if (!data) continue;
+      const event = JSON.parse(data.slice(6));
+      if (event.type === "error") throw new Error(event.message);
+      onEvent(event);
+    }
+  }
+}
+
+// The conversation: one thread of text and images; each turn continues the previous response.
 function setupChat() {
+  const panel = $("#chat");
   const form = $("#chat-form");
   const log = $("#chat-log");
-  let messages = [];
-  const bubble = (role, text) => {
-    const p = document.createElement("p");
-    p.className = `message ${role}`;
-    p.textContent = text;
-    p.dataset.chunks = "0";
-    log.append(p);
-    return p;
+  let previous = null;
+  let mode = "send";
+  const bubble = (role) => {
+    const div = document.createElement("div");
+    div.className = `message ${role}`;
+    div.dataset.chunks = "0";
+    const text = document.createElement("p");
+    text.className = "text";
+    div.append(text);
+    log.append(div);
+    return div;
   };
+  const addImage = (div, src, alt) => {
+    const img = document.createElement("img");
+    img.src = src;
+    img.alt = alt;
+    div.append(img);
+  };
+  for (const button of form.querySelectorAll("button[data-mode]")) {
+    button.addEventListener("click", () => { mode = button.dataset.mode; });
+  }
   $("#chat-reset").addEventListener("click", () => {
-    messages = [];
+    previous = null;
     log.replaceChildren();
   });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    const turnMode = (event.submitter && event.submitter.dataset.mode) || mode;
     const text = form.elements.message.value;
-    form.elements.message.value = "";
-    messages.push({ role: "user", content: text });
-    bubble("user", text);
-    const reply = bubble("assistant", "");
-    reply.classList.add("streaming");
-    withProgress($("#chat"), async () => {
+    const file = form.elements.image.files[0];
+    withProgress(panel, async () => {
+      const content = [];
+      const mine = bubble("user");
+      if (file) {
+        const url = await fileAsDataURL(file);
+        content.push({ type: "input_image", image_url: url });
+        addImage(mine, url, "attached image");
+      }
+      content.push({ type: "input_text", text });
+      $(".text", mine).textContent = text;
+      form.elements.message.value = "";
+      form.elements.image.value = "";
+      const tool = { type: "image_generation", num_inference_steps: numberField(form, "num_inference_steps") };
+      if (turnMode === "edit") tool.action = "edit";
       const body = {
-        messages,
-        max_tokens: numberField(form, "max_tokens"),
+        input: [{ role: "user", content }],
+        previous_response_id: previous,
+        tools: [tool],
+        tool_choice: turnMode === "send" ? "auto" : { type: "image_generation" },
+        max_output_tokens: numberField(form, "max_tokens"),
         temperature: numberField(form, "temperature"),
         seed: numberField(form, "seed"),
       };
+      const reply = bubble("assistant");
+      reply.classList.add("streaming");
       try {
-        await streamChat(body, (piece) => {
-          reply.textContent += piece;
-          reply.dataset.chunks = String(Number(reply.dataset.chunks) + 1);
+        await streamResponse(body, (e) => {
+          if (e.type === "response.output_text.delta") {
+            $(".text", reply).textContent += e.delta;
+            reply.dataset.chunks = String(Number(reply.dataset.chunks) + 1);
+          } else if (e.type === "response.image_generation_call.generating") {
+            let step = $(".step", reply);
+            if (!step) {
+              step = document.createElement("span");
+              step.className = "step muted";
+              reply.append(step);
+            }
+            step.textContent = `drawing: step ${e.step} of ${e.total}`;
+            reply.dataset.steps = String(e.step);
+          } else if (e.type === "response.output_item.done" && e.item.type === "image_generation_call") {
+            const step = $(".step", reply);
+            if (step) step.remove();
+            addImage(reply, `data:image/png;base64,${e.item.result}`, `${e.item.action}ed image`);
+          } else if (e.type === "response.completed") {
+            previous = e.response.id; // the next turn continues this conversation
+          }
         });
-        messages.push({ role: "assistant", content: reply.textContent });
       } catch (err) {
-        messages.pop(); // the turn failed: it is not part of the conversation
+        mine.remove(); // the turn failed: the conversation is as it was
+        reply.remove();
         throw err;
       } finally {
         reply.classList.remove("streaming");
