@@ -425,7 +425,8 @@ def quantize_folder(
     report = quantize_model(pipe.model, settings, batches, progress)
     stored = getattr(torch, str(pipe.model.config.extra.get("torch_dtype", "float32")), None)
     floats = {
-        f"{name}.{part}" for name in pipe.model.config.extra[CONFIG_KEY]["modules"]
+        f"{name}.{part}"
+        for name in pipe.model.config.extra[CONFIG_KEY]["modules"]
         for part in ("scales", "zeros")
     }
     state = {

@@ -25,7 +25,16 @@ __all__ = ["COMMANDS", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
 #: Every command, in the order ``cheers --help`` lists them. Add new ones here.
 COMMANDS: tuple[ModuleType, ...] = (
-    demo, generate, ask, chat, edit, evaluate, train, lora, quantize, serve
+    demo,
+    generate,
+    ask,
+    chat,
+    edit,
+    evaluate,
+    train,
+    lora,
+    quantize,
+    serve,
 )
 
 _DESCRIPTION = """\

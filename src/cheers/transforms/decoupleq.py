@@ -132,7 +132,8 @@ def decoupleq_layer(
     """decoupleQ for one layer: RTN, then ``rounds`` of (integers | floats) alternation; the
     best parts seen are returned (so the error is never above RTN's)."""
     q, scales, zeros = rtn(weight, spec)
-    best = LayerResult(q, scales, zeros, output_error(weight, dequantize(q, scales, zeros), hessian))
+    start = output_error(weight, dequantize(q, scales, zeros), hessian)
+    best = LayerResult(q, scales, zeros, start)
     best_error = best.rtn_error
     for _ in range(rounds):
         q = solve_integers(weight, scales, zeros, hessian, spec)

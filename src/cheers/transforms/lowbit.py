@@ -217,8 +217,7 @@ class LowBitLinear(nn.Module):
             or x.device.type != "cpu"
             or g not in _INT4_KERNEL_GROUPS
             or x.dtype not in (torch.float32, torch.bfloat16)
-            or torch.is_grad_enabled()
-            and (self.scales.requires_grad or self.zeros.requires_grad)
+            or (torch.is_grad_enabled() and (self.scales.requires_grad or self.zeros.requires_grad))
         ):
             return None
         built_from = (self.qweight, self.scales, self.zeros)
