@@ -210,12 +210,14 @@ class LowBitLinear(nn.Module):
 
     def _int4_kernel_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """torch's CPU int4 layout of this layer, built on first use; None where it does not
-        apply (2 bits, off the CPU, a group size the kernel lacks, a non-float32/bf16 input)."""
+        apply (2 bits, off the CPU, a group size or output width the kernel does not take, an
+        input neither float32 nor bfloat16, scales being trained)."""
         g = self.spec.group(self.in_features)
         if (
             self.spec.bits != 4
             or x.device.type != "cpu"
             or g not in _INT4_KERNEL_GROUPS
+            or self.out_features % 16  # the kernel's packing tiles the outputs by 16
             or x.dtype not in (torch.float32, torch.bfloat16)
             or (torch.is_grad_enabled() and (self.scales.requires_grad or self.zeros.requires_grad))
         ):
