@@ -174,4 +174,4 @@ def test_every_command_and_the_server_take_kv_cache_int4(capsys):
     for command in ("serve", "generate", "ask", "edit", "demo"):
         sub = parser._subparsers._group_actions[0].choices[command]
         action = next(a for a in sub._actions if a.dest == "kv_cache")
-        assert action.choices == ["float", "int4", "int4-naive"] and action.default == "float"
+        assert action.choices == ["float", "int4", "int4-naive"] and action.default is None

@@ -86,7 +86,7 @@ def load_pipeline(
     quantize: str | None = None,
     offload: bool = False,
     compile: bool = False,
-    kv_cache: str = "float",
+    kv_cache: str | None = None,
 ) -> CheersPipeline:
     """Load ``model`` (a folder or Hub id; ``None`` = the embedded default) onto ``device``,
     with the LoRA adapter ``lora`` (``DIR`` or ``DIR:SCALE``) on it when given.
@@ -94,7 +94,7 @@ def load_pipeline(
     ``quantize="int8"`` keeps the large linear layers in int8; ``offload`` keeps the large
     components on the CPU and runs each on the (CUDA) ``device`` when used; ``compile`` applies
     :meth:`CheersPipeline.compile <cheers.pipeline.CheersPipeline.compile>`; ``kv_cache``
-    ("float", "int4", "int4-naive") is the format of the KV caches. Says on stderr
+    ("float", "int4", "int4-naive"; None: float) is the format of the KV caches. Says on stderr
     what is loaded where, and that the embedded model knows only the Shapes world.
     """
     from cheers.adapters import parse_lora_spec
@@ -130,7 +130,7 @@ def load_pipeline(
         dtype=dtype or ("bfloat16" if offload else None),
         device="cpu" if offload else device,
         quantize=quantize,
-        kv_cache=kv_cache,
+        kv_cache=kv_cache or "float",
     )
     if adapter is not None:  # before offloading, so the adapters travel with their layers
         print(f"with the LoRA adapter {adapter.folder} at scale {adapter.scale:g}", file=sys.stderr)
@@ -182,7 +182,6 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--kv-cache",
         choices=["float", "int4", "int4-naive"],
-        default="float",
         help="how generation keeps the LLM's keys and values: float (the compute dtype, "
         "default), int4 (SAW-INT4: 4 bits after a Hadamard rotation; at the official head "
         "size 0.27× the bfloat16 bytes a token, see docs/finetuning.md) or int4-naive (4 bits, "
