@@ -71,7 +71,8 @@ class LowBitSpec:
             raise CheersError(
                 f"group size {self.group_size} does not divide the {in_features} inputs of "
                 f"{name}; choose a group size that divides every quantized layer's input width "
-                "(64 fits the embedded and the official model) or 0 (per output channel)"
+                "(64 fits both models' LLM layers; the official ViT's 4304-wide MLP needs 16) "
+                "or 0 (per output channel)"
             )
 
 
