@@ -84,11 +84,12 @@ def test_lowbit_linear_computes_the_dequantized_product(bits, group, outputs, ke
     linear = torch.nn.Linear(128, outputs)
     spec = LowBitSpec(bits, group)
     layer = LowBitLinear.from_parts(linear, spec, *rtn(linear.weight, spec))
-    x = torch.randn(2, 3, 128)
     with torch.no_grad():
-        expected = torch.nn.functional.linear(x, layer.dequantized(), linear.bias)
-        torch.testing.assert_close(layer(x), expected, rtol=1e-4, atol=1e-4)
-        assert (layer._int4 is not None) == kernel
+        for rows in (12, 6):  # a prompt (dequantized), a decoding step (the kernel if any)
+            x = torch.randn(2, rows // 2, 128)
+            expected = torch.nn.functional.linear(x, layer.dequantized(), linear.bias)
+            torch.testing.assert_close(layer(x), expected, rtol=1e-4, atol=1e-4)
+            assert (layer._int4 is not None) == (kernel and rows <= 8)
         # Scales and zeros are float16: 2 bytes each per group.
         assert layer.scales.dtype == torch.float16
 
