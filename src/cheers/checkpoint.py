@@ -28,6 +28,7 @@ from cheers._files import ensure_folder, staged_files
 from cheers.config import CheersConfig
 from cheers.errors import CheckpointError
 from cheers.model import Cheers
+from cheers.quantization import CONFIG_KEY, restore_structure
 
 _DTYPES = {
     "float32": torch.float32,
@@ -285,7 +286,9 @@ def load_model(
     ``dtype``: the compute dtype, "float32" / "bfloat16" / a torch dtype; by default bfloat16
     on CUDA and float32 elsewhere. ``device``: where the weights go (default CPU).
     ``quantize``: "int8" stores the linear layers of the LLM, the ViT and the flow heads as
-    int8 weights (:mod:`cheers.transforms.quantize`), each quantized as it is read.
+    int8 weights (:mod:`cheers.transforms.quantize`), each quantized as it is read. A folder
+    written by ``cheers quantize`` (2-/4-bit weights, :mod:`cheers.quantization`) loads as
+    it was saved; its config's ``quantization_config`` says which layers are quantized.
     """
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise CheckpointError(
@@ -311,6 +314,13 @@ def load_model(
             )
     with torch.device("meta"):
         model = Cheers(config)
+    if CONFIG_KEY in config.extra:  # a folder `cheers quantize` wrote
+        restore_structure(model, str(folder))
+        if quantize is not None:
+            raise CheckpointError(
+                f"{folder} holds {config.extra[CONFIG_KEY]['bits']}-bit quantized weights "
+                f"already; load it without quantize={quantize!r} (--quantize)"
+            )
     check_state_dict(model, shapes, source=f"checkpoint in {folder}")
     if quantize == "int8":
         from cheers.transforms.quantize import quantize_int8

@@ -86,13 +86,15 @@ def load_pipeline(
     quantize: str | None = None,
     offload: bool = False,
     compile: bool = False,
+    kv_cache: str | None = None,
 ) -> CheersPipeline:
     """Load ``model`` (a folder or Hub id; ``None`` = the embedded default) onto ``device``,
     with the LoRA adapter ``lora`` (``DIR`` or ``DIR:SCALE``) on it when given.
 
     ``quantize="int8"`` keeps the large linear layers in int8; ``offload`` keeps the large
     components on the CPU and runs each on the (CUDA) ``device`` when used; ``compile`` applies
-    :meth:`CheersPipeline.compile <cheers.pipeline.CheersPipeline.compile>`. Says on stderr
+    :meth:`CheersPipeline.compile <cheers.pipeline.CheersPipeline.compile>`; ``kv_cache``
+    ("float", "int4", "int4-naive"; None: float) is the format of the KV caches. Says on stderr
     what is loaded where, and that the embedded model knows only the Shapes world.
     """
     from cheers.adapters import parse_lora_spec
@@ -128,6 +130,7 @@ def load_pipeline(
         dtype=dtype or ("bfloat16" if offload else None),
         device="cpu" if offload else device,
         quantize=quantize,
+        kv_cache=kv_cache or "float",
     )
     if adapter is not None:  # before offloading, so the adapters travel with their layers
         print(f"with the LoRA adapter {adapter.folder} at scale {adapter.scale:g}", file=sys.stderr)
@@ -151,7 +154,7 @@ MODEL_HELP = (
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """The ``model`` flag group of every command that loads one: ``--model --dtype --device
-    --quantize --offload --lora --compile``, read back by :func:`load_from_args`."""
+    --quantize --kv-cache --offload --lora --compile``, read back by :func:`load_from_args`."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", metavar="DIR", help=MODEL_HELP)
     group.add_argument(
@@ -176,6 +179,14 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         help="keep the large components in CPU memory and move each to the GPU only while "
         "it runs (for GPUs smaller than the model; slower)",
     )
+    group.add_argument(
+        "--kv-cache",
+        choices=["float", "int4", "int4-naive"],
+        help="how generation keeps the LLM's keys and values: float (the compute dtype, "
+        "default), int4 (SAW-INT4: 4 bits after a Hadamard rotation; at the official head "
+        "size 0.27× the bfloat16 bytes a token, see docs/finetuning.md) or int4-naive (4 bits, "
+        "no rotation: the baseline)",
+    )
     group.add_argument("--lora", metavar="DIR[:SCALE]", help=LORA_FLAG_HELP)
     group.add_argument(
         "--compile",
@@ -197,4 +208,5 @@ def load_from_args(args: argparse.Namespace) -> CheersPipeline:
         quantize=args.quantize,
         offload=args.offload,
         compile=args.compile,
+        kv_cache=args.kv_cache,
     )

@@ -16,15 +16,20 @@ import torch
 from torch import nn
 
 from cheers.config import CheersConfig
+from cheers.errors import CheersError
 from cheers.layouts import tokens_to_feature_map, unmerge_tokens
 from cheers.modules.common import RMSNorm
 from cheers.modules.heads import FlowHead, HiGate, TimestepEmbedder
+from cheers.modules.int4_cache import Int4KVCache
 from cheers.modules.language import KVCache, Qwen2Model
 from cheers.modules.projector import UndProjector
 from cheers.modules.vae import VAE, DecoderProjector
 from cheers.modules.vision import VisionTransformer
 from cheers.samplers.base import velocity_from_sample
 from cheers.sampling import apply_guidance
+
+#: How a KV cache stores keys and values (:meth:`Cheers.set_kv_cache`).
+KV_CACHES = ("float", "int4", "int4-naive")
 
 
 @dataclass
@@ -57,7 +62,7 @@ class FlowContext:
     tokens go in it. With guidance the cache holds the B conditional rows, then their B
     unconditional twins; guidance applies at the times inside ``guidance_interval``."""
 
-    cache: KVCache
+    cache: KVCache | Int4KVCache
     start: int  # cache offset of the image tokens (the padded prefix length)
     positions: torch.Tensor  # (R, P) RoPE positions of the image tokens
     mask: torch.Tensor  # (R, P, start + P)
@@ -138,6 +143,8 @@ class Cheers(nn.Module):
         # Where inputs, caches and activations live; None: where lm_head is. Model offload
         # (cheers.offload) sets it while components travel between devices.
         self.execution_device: torch.device | None = None
+        # How the KV caches of generation store keys and values (set_kv_cache).
+        self.kv_cache: str = "float"
 
     @torch.no_grad()
     def init_weights(self, std: float | None = None) -> Cheers:
@@ -220,8 +227,28 @@ class Cheers(nn.Module):
     def tokens_per_image(self) -> int:
         return self.config.tokens_per_image
 
-    def new_kv_cache(self, batch_size: int, max_len: int) -> KVCache:
-        return KVCache(self.config.text_config, batch_size, max_len, self.dtype, self.device)
+    def set_kv_cache(self, kind: str) -> None:
+        """Store the KV caches of generation as ``kind``, one of :data:`KV_CACHES`: "float"
+        (the compute dtype), "int4" (SAW-INT4: 4-bit after a block Hadamard rotation,
+        :mod:`cheers.modules.int4_cache`) or "int4-naive" (4-bit, no rotation; a baseline).
+
+        The config guarantees an even head dimension (RoPE), which is what INT4 packing (two
+        values a byte) and the rotation (a power-of-two block of it) need.
+
+        Raises:
+            CheersError: an unknown kind.
+        """
+        if kind not in KV_CACHES:
+            raise CheersError(f"unknown KV cache {kind!r}; use one of {', '.join(KV_CACHES)}")
+        self.kv_cache = kind
+
+    def new_kv_cache(self, batch_size: int, max_len: int) -> KVCache | Int4KVCache:
+        """An empty cache of ``max_len`` positions per row, in the model's KV format."""
+        cfg = self.config.text_config
+        if self.kv_cache == "float":
+            return KVCache(cfg, batch_size, max_len, self.dtype, self.device)
+        rotate = self.kv_cache == "int4"
+        return Int4KVCache(cfg, batch_size, max_len, self.dtype, self.device, rotate)
 
     # ------------------------------------------------------------ vision path
     def encode_latent(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -90,16 +90,21 @@ class CheersPipeline:
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
         quantize: str | None = None,
+        kv_cache: str = "float",
     ) -> CheersPipeline:
         """Load a model folder (or a Hub id) with its tokenizer.
 
         ``dtype`` (the compute dtype) defaults to bfloat16 on CUDA and float32 elsewhere;
         ``quantize="int8"`` keeps the LLM's, the ViT's and the flow heads' linear weights in
-        int8 (see :func:`cheers.checkpoint.load_model`). In bfloat16 the convolutions are put
-        in channels-last order (:mod:`cheers.transforms.channels_last`).
+        int8 (see :func:`cheers.checkpoint.load_model`); a folder written by ``cheers
+        quantize`` loads with its 2-/4-bit weights. ``kv_cache="int4"`` stores the KV caches
+        of generation in 4 bits after a Hadamard rotation (SAW-INT4; see
+        :meth:`Cheers.set_kv_cache <cheers.model.Cheers.set_kv_cache>`). In bfloat16 the
+        convolutions are put in channels-last order (:mod:`cheers.transforms.channels_last`).
         """
         folder = resolve_model_path(name_or_path)
         model = load_model(folder, dtype=dtype, device=device, quantize=quantize)
+        model.set_kv_cache(kv_cache)
         if model.dtype == torch.bfloat16:
             # cuDNN's and oneDNN's bfloat16 convolutions (AMX on recent x86 CPUs) work in NHWC
             # and transpose NCHW input at every call: docs/performance.md §4 and §5.

@@ -64,7 +64,7 @@ class StaticDecoder:
     ) -> None:
         self.model = model
         self.cache = cache
-        batch_size, device = cache.batch_size, cache.keys[0].device
+        batch_size, device = cache.batch_size, cache.device
         self.mask = torch.zeros(batch_size, 1, 1, cache.max_len, dtype=torch.bool, device=device)
         self.slot = torch.zeros(1, dtype=torch.long, device=device)
         self.compiled = compile_options is not None
@@ -72,7 +72,7 @@ class StaticDecoder:
         if self.compiled:
             # Written in place between and by the replays, never reallocated: a CUDA graph
             # reads them where they are instead of copying them in.
-            for tensor in (*cache.keys, *cache.values, self.mask, self.slot):
+            for tensor in (*cache.tensors(), self.mask, self.slot):
                 torch._dynamo.mark_static_address(tensor)
             step = torch.compile(step, fullgraph=True, **compile_options)
         self.step = step
@@ -135,14 +135,16 @@ class StaticDecoding:
 
     def decoder(self, model: Cheers, batch_size: int) -> StaticDecoder:
         """The decoder of ``batch_size`` rows, built on first use (on a new cache when the
-        batch is larger than the kept one, or the model, its device or its dtype changed)."""
+        batch is larger than the kept one, or the model, its device, its dtype or its KV
+        format changed)."""
         cache = self._cache
         if (
             cache is None
             or cache.batch_size < batch_size
             or self._model is not model
-            or cache.keys[0].device != model.device
-            or cache.keys[0].dtype != model.dtype
+            or cache.device != model.device
+            or cache.dtype != model.dtype
+            or cache.kind != model.kv_cache
         ):
             self.clear()
             self._model, self._cache = model, model.new_kv_cache(batch_size, self.max_length)

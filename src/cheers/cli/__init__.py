@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
-from cheers.cli import ask, chat, demo, edit, evaluate, generate, lora, serve, train
+from cheers.cli import ask, chat, demo, edit, evaluate, generate, lora, quantize, serve, train
 from cheers.cli.parsing import EXIT_USAGE, HelpFormatter, Parser, UsageError
 from cheers.errors import CheersError
 from cheers.loading import default_model_path
@@ -24,7 +24,18 @@ from cheers.loading import default_model_path
 __all__ = ["COMMANDS", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
 #: Every command, in the order ``cheers --help`` lists them. Add new ones here.
-COMMANDS: tuple[ModuleType, ...] = (demo, generate, ask, chat, edit, evaluate, train, lora, serve)
+COMMANDS: tuple[ModuleType, ...] = (
+    demo,
+    generate,
+    ask,
+    chat,
+    edit,
+    evaluate,
+    train,
+    lora,
+    quantize,
+    serve,
+)
 
 _DESCRIPTION = """\
 Cheers: one model that understands, generates and edits images.

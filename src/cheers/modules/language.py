@@ -16,6 +16,8 @@ class KVCache:
     evaluation is "dropped" simply by writing the next one at the same offset.
     """
 
+    kind = "float"  # the KV format (cheers.model.KV_CACHES)
+
     def __init__(
         self,
         cfg: TextConfig,
@@ -25,7 +27,7 @@ class KVCache:
         device: torch.device | str,
     ) -> None:
         shape = (batch_size, cfg.num_key_value_heads, max_len, cfg.head_dim)
-        self.max_len = max_len
+        self.max_len, self.dtype = max_len, dtype
         self.keys = [
             torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)
         ]
@@ -41,7 +43,7 @@ class KVCache:
         """A view of the first ``n`` batch rows sharing this cache's memory (no copy): e.g. the
         conditional half when guidance is off for a step."""
         view = object.__new__(KVCache)
-        view.max_len = self.max_len
+        view.max_len, view.dtype = self.max_len, self.dtype
         view.keys = [k[:n] for k in self.keys]
         view.values = [v[:n] for v in self.values]
         return view
@@ -49,6 +51,14 @@ class KVCache:
     @property
     def batch_size(self) -> int:
         return self.keys[0].shape[0] if self.keys else 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.keys[0].device
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every stored tensor (what static decoding marks as static addresses)."""
+        return [*self.keys, *self.values]
 
     def select(self, index: torch.Tensor) -> KVCache:
         """Keep only the batch rows in ``index`` (e.g. the conditional half after guidance)."""
@@ -87,6 +97,14 @@ class LayerCache:
         self.values[:, :, start:end] = v
         return self.keys[:, :, :end], self.values[:, :, :end]
 
+    # A quantized cache may store keys and values in a rotated basis (cheers.modules.int4_cache);
+    # this one stores them as they are.
+    def rotate_queries(self, q: torch.Tensor) -> torch.Tensor:
+        return q
+
+    def restore_outputs(self, out: torch.Tensor) -> torch.Tensor:
+        return out
+
 
 class Qwen2Attention(nn.Module):
     def __init__(self, cfg: TextConfig) -> None:
@@ -115,9 +133,11 @@ class Qwen2Attention(nn.Module):
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if cache is not None:
-            k, v = cache.update(k, v, start)
-        return self.o_proj(attention(q, k, v, mask))
+        if cache is None:
+            return self.o_proj(attention(q, k, v, mask))
+        k, v = cache.update(k, v, start)
+        out = attention(cache.rotate_queries(q), k, v, mask)
+        return self.o_proj(cache.restore_outputs(out))
 
 
 class Qwen2MLP(SwiGLU):

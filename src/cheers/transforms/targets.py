@@ -19,6 +19,16 @@ TARGET_GROUPS: dict[str, str] = {
     "projectors": r"model\.(und_projector|hi_gate|time_embed)\..+",
 }
 
+# The repeated blocks (an LLM decoder layer, a ViT encoder layer, a flow-head block) by name:
+# what block-wise refinement of quantized layers matches outputs on.
+BLOCK = re.compile(r"(.*\.(?:layers|diffusion_head_a)\.\d+|.*\.diffusion_head_b)\..+")
+
+
+def block_of(name: str) -> str | None:
+    """The name of the repeated block holding module ``name``, or None outside one."""
+    match = BLOCK.fullmatch(name)
+    return None if match is None else match.group(1)
+
 
 def check_groups(groups: Sequence[str]) -> tuple[str, ...]:
     """``groups`` as a tuple, each a key of :data:`TARGET_GROUPS`.
