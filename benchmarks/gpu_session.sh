@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The prepared jobs of one GPU session, as one command within the device budget (~9 minutes):
-#   1. three training runs of the embedded model's size side by side (recipes/default/gpu.py; each
+#   1. two training runs of the embedded model's size side by side (recipes/default/gpu.py; each
 #      model comes back as a tar split in 15 MB parts);
 #   2. the engine's GPU figures (benchmarks/gpu_engine.py): eager, nhwc, compiled and graphs
 #      (static-shape decoding as CUDA graphs), with a profile of the compiled step.
@@ -20,7 +20,7 @@ if [ "${2:-}" = --tiny ]; then
   ENGINE=(--tiny --device cpu --tokens 8)
   STEPS=2; LIMIT=1; ENGINE_LIMIT=240
 else
-  TRAIN=(--minutes 4.5 --batch-size 256 --workers 5 --eval-every 30)
+  TRAIN=(--minutes 4.5 --batch-size 256 --workers 7 --eval-every 30)
   ENGINE=(--tokens 128)
   STEPS=80; LIMIT=6; ENGINE_LIMIT=170
 fi
@@ -28,16 +28,17 @@ exec > >(tee -a "$OUT/session.log") 2>&1
 date; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 python -c "import torch; print('torch', torch.__version__, torch.version.cuda)"
 
-# 1. Training (docs/training.md, "Generation that listens"): three runs side by side (one
-#    process was measured as fast as two, the limit being each process's host side), each
-#    asking whether feeding the noisy canvas's latents to the ViT (instead of the paper's
-#    decoder projector → pixels) makes generation follow the prompt: the shipped model
-#    continued as it is and switched to latents (every tensor but the ViT's patch embedding),
-#    and the latent path from scratch.
+# 1. Training (docs/training.md, "Generation that listens"; docs/default_model.md, "Version 3"),
+#    two runs side by side (one process was measured as fast as two):
+#    - the shipped model (version 3, latents into the ViT) continued on the joint mix;
+#    - the open question for the paper's pixel path: clean-latent prediction
+#      (flow_prediction = "sample") from scratch, judged by its prompt effect against the
+#      pixels_shipped / latents_scratch curves of docs/results/gpu/.
+#    The session of 2026-12-04 ran three comparison runs here (commit 3fd6b38).
 train() {  # name extra-args...
   local name=$1; shift
   mkdir -p "$OUT/$name"
-  timeout $((LIMIT * 60)) python recipes/default/gpu.py --design joint --seed 21 "${TRAIN[@]}" \
+  timeout $((LIMIT * 60)) python recipes/default/gpu.py --design joint "${TRAIN[@]}" \
     "$@" --out "$OUT/$name" > "$OUT/$name.log" 2>&1
   echo "$name: exit $?"; tail -n 4 "$OUT/$name.log"
   mv "$OUT/$name.log" "$OUT/$name/train.log"
@@ -45,11 +46,9 @@ train() {  # name extra-args...
   rm -rf "$OUT/$name/model" "$OUT/$name/curve.json" "$OUT/$name/train.log"
 }
 runs=()
-train latents_shipped --set vit_input=latents --init src/cheers/default_model --lr 5e-4 &
+train v3_more --init src/cheers/default_model --seed 23 --lr 7e-4 --warmup-steps 50 &
 runs+=($!)
-train latents_scratch --set vit_input=latents &
-runs+=($!)
-train pixels_shipped --init src/cheers/default_model --lr 5e-4 &
+train sample_scratch --set flow_prediction=sample --seed 24 &
 runs+=($!)
 wait "${runs[@]}"  # a bare wait would also wait for the tee of the log
 date

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -45,3 +46,25 @@ def test_fast_path_plot_draws_a_png(tmp_path):
     rows.append({"option": "ab2", "nfe": 10, "rmse": 0.01, "psnr": 30.0, "seconds": 1.0})
     fast_path.plot(rows, tmp_path / "p.png", "test")
     assert Image.open(tmp_path / "p.png").size == (760, 480)
+
+
+def test_listening_probe_data_is_what_the_prompt_says(tmp_path):
+    """Each bars prompt names the place of its image's bar; the file reads as training data."""
+    import listening_probe
+
+    from cheers.data.loader import DataSource, TrainingData
+    from cheers.tokenizer import CheersTokenizer
+
+    data = listening_probe.write_data(tmp_path, "bars", understanding=True)
+    quarter = listening_probe.CANVAS // 4
+    for name, label in zip(data.train_images, data.train_labels, strict=True):
+        red = np.asarray(Image.open(tmp_path / name))[:, :, 1] < 100  # the bar's pixels
+        columns = np.nonzero(red.any(0))[0]
+        assert columns.min() // quarter == columns.max() // quarter == label
+    tokenizer = CheersTokenizer.from_folder(listening_probe.TOKENIZER)
+    source = DataSource(str(tmp_path / "train.jsonl"))
+    examples = TrainingData([source], tokenizer, 16, 128).examples
+    assert len(examples) == 2 * len(data.train_images)  # one drawing and one question each
+    drawings = (tmp_path / "train.jsonl").read_text().splitlines()[: len(data.train_labels)]
+    for line, label in zip(drawings, data.train_labels, strict=True):
+        assert f"a bar to the {listening_probe.COMPASS[label]}" in line

@@ -361,7 +361,8 @@ class Cheers(nn.Module):
                     "this model predicts clean latents (flow_prediction = 'sample'): pass x_t "
                     "to velocity() so that the velocity can be derived"
                 )
-            velocity = velocity_from_sample(velocity, x_t.to(velocity.dtype), t[:, None, None, None])
+            t_map = t[:, None, None, None]
+            velocity = velocity_from_sample(velocity, x_t.to(velocity.dtype), t_map)
         return Velocity(
             velocity=velocity,
             t_emb_1=te1,

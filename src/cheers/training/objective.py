@@ -174,7 +174,8 @@ class Objective(nn.Module):
                 blocks.append(hidden[row, where])
         image_hidden = torch.stack(blocks)
         assert image_hidden.shape[1] == p
-        velocity = model.velocity(image_hidden, image.patch_embeds, t.to(dtype), x_t).velocity.float()
+        out = model.velocity(image_hidden, image.patch_embeds, t.to(dtype), x_t)
+        velocity = out.velocity.float()
         target_v = torch.where(tt == 1, torch.zeros_like(x1), x1 - x0)
         image_loss = (velocity - target_v).pow(2).sum()
         return LossSums(text, int(chosen.sum()), image_loss, velocity.numel())
