@@ -136,7 +136,7 @@ def test_a_bfloat16_load_puts_the_convolutions_in_channels_last_order():
     use), a float32 load stays NCHW, and the bfloat16 image is the float32 one up to
     bfloat16 rounding (measured: 1.7 % RMS, NCHW bfloat16 2.6 %; a layout mix-up is O(1))."""
     pipe = CheersPipeline.from_pretrained(MODEL, dtype="bfloat16")
-    conv = pipe.model.model.vae_decoder_projector.decoder.conv_in.weight
+    conv = pipe.model.model.vae_model.decoder.conv_in.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     reference = CheersPipeline.from_pretrained(MODEL)
     assert reference.model.model.vae_model.encoder.conv_in.weight.is_contiguous()

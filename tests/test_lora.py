@@ -55,7 +55,9 @@ def test_merged_folder_equals_the_adapter_on_the_base(adapter, tmp_path):
     merged = CheersPipeline.from_pretrained(merged_dir)
     base = CheersPipeline.from_pretrained(MODEL)
     for a, m, b in zip(_outputs(adapted), _outputs(merged), _outputs(base), strict=True):
-        torch.testing.assert_close(m, a, rtol=1e-5, atol=1e-5)
+        # W + BA against Wx + B(Ax): float32 rounding, grown through four guided steps (3e-5
+        # measured on the latents), far below what the adapter itself changes (> 1e-3).
+        torch.testing.assert_close(m, a, rtol=1e-4, atol=1e-4)
         assert (a - b).abs().max() > 1e-3  # the adapter does change what the model computes
     assert adapted.understand(PICTURE, "What color is the circle?", max_new_tokens=3) == (
         merged.understand(PICTURE, "What color is the circle?", max_new_tokens=3)
