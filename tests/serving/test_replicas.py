@@ -71,10 +71,13 @@ def _wait_running(url: str, n: int) -> dict:
         time.sleep(0.5)
 
 
-def _image_request(client: openai.OpenAI, seed: int):
-    return client.images.generate(
+def _image_request(client: openai.OpenAI, seed: int, replicas_seen: list | None = None):
+    raw = client.images.with_raw_response.generate(
         prompt="a green triangle", n=1, extra_body={"seed": seed, "num_inference_steps": STEPS}
-    ).data[0]
+    )
+    if replicas_seen is not None:
+        replicas_seen.append((time.monotonic(), raw.headers["x-cheers-replica"]))
+    return raw.parse().data[0]
 
 
 def test_sixteen_concurrent_clients_on_two_replicas(cluster, pipe):
@@ -119,12 +122,13 @@ def test_a_replica_killed_under_load_is_restarted_and_no_request_is_lost(cluster
             failures.append(response.status_code)
 
     started = threading.Event()
+    answered_by: list[tuple[float, str]] = []
 
     def session(i: int) -> list:
         client = _client(cluster, retries=5, hook=count)
         out = []
         for k in range(3):
-            out.append((i * 3 + k, _image_request(client, seed=i * 3 + k)))
+            out.append((i * 3 + k, _image_request(client, i * 3 + k, answered_by)))
             started.set()
         return out
 
@@ -137,9 +141,14 @@ def test_a_replica_killed_under_load_is_restarted_and_no_request_is_lost(cluster
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(session, i) for i in range(16)]
         assert started.wait(TIMEOUT)
+        killed_at = time.monotonic()
         ray.kill(ray.get_actor(names[0], namespace="serve"))
         results = [r for f in futures for r in f.result(timeout=TIMEOUT)]
     assert len(results) == 48  # every request answered (some after a retry)
+    # Both replicas were serving this load, and the survivor went on after the kill.
+    killed, survivor = (name.rsplit("#", 1)[-1] for name in names)
+    assert {name for _, name in answered_by} >= {killed, survivor}
+    assert any(t > killed_at and name != killed for t, name in answered_by)
     for seed, data in results:
         alone = pipe("a green triangle", num_inference_steps=STEPS, generator=seed).images[0]
         assert_same_image(decode_b64_png(data.b64_json), alone)

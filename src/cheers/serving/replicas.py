@@ -10,7 +10,8 @@ proxy spreads requests over the replicas, restarts a replica whose process dies 
 were running on it are answered with a 5xx, which the ``openai`` client retries; none is left
 without an answer) and, with ``autoscale``, adds and removes replicas with the load.
 ``GET /health`` (answered by any one replica) adds ``replicas``: how many are running, starting
-or stopping, as Ray's controller sees them.
+or stopping, as Ray's controller sees them; every response names the replica that answered it
+in the header ``x-cheers-replica``.
 
 Needs the ``serve-ray`` extra (``pip install "cheers[serve-ray]"``). See docs/serving.md.
 """
@@ -165,7 +166,28 @@ class CheersReplica:
             counts = await asyncio.to_thread(replica_counts)
             return {**counts, "answered_by": self.replica}
 
-        return create_app(self.pipeline, self.settings.server, replicas=replicas)
+        app = create_app(self.pipeline, self.settings.server, replicas=replicas)
+        return NamedReplica(app, self.replica)
+
+
+class NamedReplica:
+    """ASGI wrapper: every response says which replica answered (``x-cheers-replica``)."""
+
+    def __init__(self, app: Any, name: str) -> None:
+        self.app = app
+        self.header = (b"x-cheers-replica", name.encode())
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def named(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, named)
 
 
 def application(settings: ReplicaSettings) -> Any:
