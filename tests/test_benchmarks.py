@@ -45,3 +45,22 @@ def test_fast_path_plot_draws_a_png(tmp_path):
     rows.append({"option": "ab2", "nfe": 10, "rmse": 0.01, "psnr": 30.0, "seconds": 1.0})
     fast_path.plot(rows, tmp_path / "p.png", "test")
     assert Image.open(tmp_path / "p.png").size == (760, 480)
+
+
+def test_memory_estimate_script_runs_on_a_tiny_config(tmp_path):
+    # In its own process: on a CPU the script changes how glibc allocates (mallopt).
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "m.json"
+    cmd = [sys.executable, str(root / "benchmarks" / "memory_estimate.py"), "--preset", "tiny",
+           "--device", "cpu", "--dtype", "float32", "--images", "1,2", "--rows", "1",
+           "--tokens", "2", "--json", str(out)]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "estimate/measured" in result.stdout
+    calls = [r["call"] for r in json.loads(out.read_text())["results"]]
+    assert calls == ["text-to-image x1", "text-to-image x2", "image question x1"]
