@@ -87,11 +87,11 @@ class Shard:
         return batch_index % self.world == self.rank
 
     def batches(
-        self, items: Sequence[T], size: int, done: Callable[[T], bool] | None = None
+        self, items: Sequence[T], size: int, done: Callable[[int], bool] | None = None
     ) -> list[list[tuple[int, T]]]:
         """This rank's work: its batches of ``items`` (``size`` items each, as one process would
-        form them), as ``(index, item)`` pairs, with the items ``done(item)`` says are written
-        left out and the rest re-formed into batches of ``size``."""
+        form them), as ``(index, item)`` pairs, with the items whose index ``done`` says is
+        finished left out and the rest re-formed into batches of ``size``."""
         mine = [
             (index, items[index])
             for start in range(0, len(items), size)
@@ -99,7 +99,7 @@ class Shard:
             for index in range(start, min(start + size, len(items)))
         ]
         if done is not None:
-            mine = [(index, item) for index, item in mine if not done(item)]
+            mine = [(index, item) for index, item in mine if not done(index)]
         return [mine[start : start + size] for start in range(0, len(mine), size)]
 
     def gather(self, value: T) -> list[T]:

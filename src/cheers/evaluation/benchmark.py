@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 from cheers.distributed import Shard
 from cheers.errors import CheersError
 from cheers.evaluation.common import EvalSample, progress_bar
+from cheers.evaluation.journal import Journal
 
 ItemT = TypeVar("ItemT")
 OutputT = TypeVar("OutputT")
@@ -89,13 +90,16 @@ def run_benchmark(
     *,
     progress: bool = False,
     shard: Shard | None = None,
+    journal: Journal | None = None,
 ) -> dict[str, Any]:
     """Run ``bench`` on ``pipe``: batches of ``bench.batch_size`` items, each judged.
 
     Items ``bench.done`` says are written are skipped. With a ``shard`` (a process of a
     ``torchrun`` job, :class:`~cheers.distributed.Shard`), this process runs only its own
     batches and the judged records of every process are gathered, in item order, before
-    ``aggregate``: every rank returns the result of the whole run.
+    ``aggregate``: every rank returns the result of the whole run. With a ``journal``
+    (:class:`~cheers.evaluation.journal.Journal`), every judged batch is kept on disk and the
+    items an interrupted run judged already are taken from it instead of run again.
 
     Returns ``{"task": bench.name, "settings": bench.settings(pipe), **bench.aggregate(...),
     "samples": [...], "processes": N}``: the judged samples are PIL images for the report's
@@ -106,8 +110,11 @@ def run_benchmark(
     """
     shard = Shard() if shard is None else shard
     items = bench.items()
-    work = shard.batches(items, max(1, bench.batch_size), bench.done)
-    judged: list[tuple[int, Judged]] = []
+    kept = {} if journal is None else journal.load()
+    work = shard.batches(
+        items, max(1, bench.batch_size), lambda i: i in kept or bench.done(items[i])
+    )
+    judged: list[tuple[int, Judged]] = list(kept.items())
     run_s = judge_s = 0.0
     start = time.perf_counter()
     bar = progress_bar(sum(len(chunk) for chunk in work), bench.name, progress)
@@ -122,8 +129,13 @@ def run_benchmark(
                     f"{bench.name}: the pipeline returned {len(outputs)} outputs for "
                     f"{len(chunk)} items"
                 )
-            for (index, item), output in zip(chunk, outputs, strict=True):
-                judged.append((index, bench.judge(item, output, index)))
+            new = [
+                (index, bench.judge(item, output, index))
+                for (index, item), output in zip(chunk, outputs, strict=True)
+            ]
+            if journal is not None:
+                journal.append(new)
+            judged += new
             judge_s += time.perf_counter() - t1
             if bar is not None:
                 bar.update(len(chunk))

@@ -26,6 +26,7 @@ from cheers.errors import CheersError
 from cheers.evaluation import exports, shapes_edit, shapes_gen, shapes_vqa
 from cheers.evaluation.benchmark import run_benchmark
 from cheers.evaluation.command import EvalCommand
+from cheers.evaluation.journal import Journal
 from cheers.loading import default_model_path, load_from_args, resolve_device
 
 EXIT_USAGE = 2
@@ -106,10 +107,13 @@ def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
             device = resolve_device(args.device)
             pipe = load_from_args(args)
         progress = not args.no_progress and shard.main
-        result = run_benchmark(bench, pipe, progress=progress, shard=shard)
+        journal = Journal(target.partial, bench, shard) if command.journal else None
+        result = run_benchmark(bench, pipe, progress=progress, shard=shard, journal=journal)
         result["model"] = {"source": source, "device": device, "dtype": _dtype_name(pipe)}
         if shard.main:
             command.finish(result, target, args)
+            if journal is not None:
+                journal.remove_folder()  # every rank is past the gathering: none reads it
     finally:
         shard.close()
     return 0

@@ -254,6 +254,7 @@ COMMAND = EvalCommand(
     _build,
     report_target,
     finish_report,
+    journal=True,
 )
 
 __all__ = ["COMMAND", "ShapesEdit", "evaluate_editing"]

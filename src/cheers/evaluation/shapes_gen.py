@@ -363,6 +363,7 @@ COMMAND = EvalCommand(
     _build,
     report_target,
     finish_report,
+    journal=True,
 )
 
 __all__ = ["COMMAND", "Prompt", "ShapesGen", "evaluate_generation"]

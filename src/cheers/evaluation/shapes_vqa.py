@@ -241,6 +241,7 @@ COMMAND = EvalCommand(
     _build,
     report_target,
     finish_report,
+    journal=True,
 )
 
 __all__ = ["COMMAND", "ShapesVQA", "evaluate_understanding"]
