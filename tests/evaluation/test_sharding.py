@@ -48,6 +48,13 @@ def test_an_impossible_place_is_refused(rank, world):
         Shard(rank, world)
 
 
+def test_each_rank_gets_its_own_gpu():
+    assert Shard(1, 4, local_rank=1).device("cuda") == "cuda:1"
+    assert Shard(1, 4, local_rank=1).device("cpu") == "cpu"
+    assert Shard(0, 4, local_rank=0).device("cuda:3") == "cuda:3"  # asked for: kept
+    assert Shard().device("cuda") == "cuda"  # one process: as asked
+
+
 def test_torchrun_variables_must_be_numbers(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(CheersError, match="whole numbers"):
