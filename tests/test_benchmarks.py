@@ -68,3 +68,22 @@ def test_listening_probe_data_is_what_the_prompt_says(tmp_path):
     drawings = (tmp_path / "train.jsonl").read_text().splitlines()[: len(data.train_labels)]
     for line, label in zip(drawings, data.train_labels, strict=True):
         assert f"a bar to the {listening_probe.COMPASS[label]}" in line
+
+
+def test_memory_estimate_script_runs_on_a_tiny_config(tmp_path):
+    # In its own process: on a CPU the script changes how glibc allocates (mallopt).
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "m.json"
+    cmd = [sys.executable, str(root / "benchmarks" / "memory_estimate.py"), "--preset", "tiny",
+           "--device", "cpu", "--dtype", "float32", "--images", "1,2", "--rows", "1",
+           "--tokens", "2", "--json", str(out)]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(root / "src"), OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "estimate/measured" in result.stdout
+    calls = [r["call"] for r in json.loads(out.read_text())["results"]]
+    assert calls == ["text-to-image x1", "text-to-image x2", "image question x1"]

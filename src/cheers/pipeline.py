@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from cheers import memory
 from cheers.arguments import (
     GeneratorLike,
     Generators,
@@ -48,6 +49,7 @@ from cheers.image import ImageInput
 from cheers.image_generation import initial_noise, sample_images, step_end_hook, to_output
 from cheers.llm_inputs import IMAGE_IN_PROMPT as IMAGE_IN_PROMPT  # re-exported
 from cheers.llm_inputs import InputBuilder, Messages
+from cheers.memory import MemoryBudget
 from cheers.model import Cheers
 from cheers.offload import ModelOffload, enable_model_cpu_offload
 from cheers.samplers import DEFAULTS, FlowMatchSampler, StepCache, get_sampler, noise
@@ -74,6 +76,9 @@ class CheersPipeline:
         self.special = tokenizer.special
         #: Requests → LLM input rows (token ids, pixels, sequences), for custom decoding loops.
         self.inputs = InputBuilder(model, tokenizer)
+        #: What one call may allocate (:mod:`cheers.memory`): by default what the device has
+        #: free; a call estimated not to fit is refused before it allocates anything.
+        self.memory = MemoryBudget()
         vocab = model.config.text_config.vocab_size
         if len(tokenizer) > vocab:
             raise CheersError(
@@ -208,6 +213,24 @@ class CheersPipeline:
     def resolution(self) -> int:
         return self.model.config.image_size
 
+    def _check_images(self, images: int, guided: bool, prompt_tokens: int) -> None:
+        """Refuse an image call that cannot fit (:mod:`cheers.memory`), saying how many would."""
+        config, dtype = self.model.config, self.model.dtype
+
+        def need(n: int) -> memory.MemoryEstimate:
+            return memory.image_call(config, dtype, n, guided=guided, prompt_tokens=prompt_tokens)
+
+        fits = self.memory.rows_that_fit(need, images, self.device)
+        if fits < images:
+            fix = (
+                f"make at most {fits} image(s) per call (split the prompts or lower "
+                "num_images_per_prompt / --batch-size)"
+                if fits
+                else "not even one image fits: free memory, use a smaller dtype "
+                "(--dtype bfloat16) or --offload"
+            )
+            self.memory.check(need(images), self.device, fix)
+
     # --------------------------------------------------------- text to image
     def __call__(self, prompt: str | Sequence[str], **kwargs: Any) -> ImagePipelineOutput | tuple:
         """Alias of :meth:`text_to_image`."""
@@ -285,6 +308,9 @@ class CheersPipeline:
         rows = self.inputs.text_to_image_rows(
             prompts, negative_prompt, num_images_per_prompt, dummy_image, gens
         )
+        extra = self.model.tokens_per_image if any(p is not None for p in rows.prefixes) else 0
+        longest = max(len(ids) for ids in [*rows.ids, *(rows.negatives or [])])
+        self._check_images(len(rows.ids), guidance_scale is not None, longest + extra)
         x = initial_noise(self.model, len(rows.ids), latents, gens)
         solver = get_sampler(sampler, time_shift)
         solver.set_timesteps(num_inference_steps)
@@ -351,6 +377,9 @@ class CheersPipeline:
         check_output_type(output_type)
         t0 = 1.0 - strength
         gens = to_generators(generator, len(instructions))
+        longest = max(len(self.inputs.generation_ids(text)) for text in instructions)
+        tokens = longest + self.model.tokens_per_image
+        self._check_images(len(instructions), guidance_scale is not None, tokens)
         pixels = self.inputs.pixels([im for group in images for im in group])
         x1 = self.model.encode_latent(pixels)
         rows = self.inputs.edit_rows(instructions, self.model.image_tokens(x1).tokens)
@@ -456,6 +485,7 @@ class CheersPipeline:
             generator,
             stream,
             self.text_decoding,
+            self.memory,
         )
         return answers[0] if single else answers
 
@@ -489,7 +519,15 @@ class CheersPipeline:
         gen = to_generator(generator, self.device)
         rows = self.inputs.chat_rows(conversations, dummy_image, gen)
         answers = generate_text(
-            self.inputs, rows, max_new_tokens, temperature, top_p, gen, stream, self.text_decoding
+            self.inputs,
+            rows,
+            max_new_tokens,
+            temperature,
+            top_p,
+            gen,
+            stream,
+            self.text_decoding,
+            self.memory,
         )
         return answers[0] if single else answers
 
@@ -510,4 +548,4 @@ class CheersPipeline:
         """
         if not requests:
             raise PromptError("answer() got no requests; pass at least one TextRequest")
-        return answer_requests(self.inputs, requests, stream, self.text_decoding)
+        return answer_requests(self.inputs, requests, stream, self.text_decoding, self.memory)

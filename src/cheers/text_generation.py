@@ -9,10 +9,13 @@ temperature, top-p and seed (:meth:`CheersPipeline.answer`, with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
+from cheers import memory
 from cheers.arguments import (
     GeneratorLike,
     check_finite,
@@ -26,6 +29,10 @@ from cheers.generation import StartDecoding, decode_from, start_decoding
 from cheers.llm_inputs import IMAGE_IN_PROMPT, InputBuilder, TextRow
 from cheers.sequence import left_pad
 from cheers.text_requests import RowSettings, RowStreamer, TextAnswer, TextRequest, decode_rows
+
+if TYPE_CHECKING:
+    from cheers.memory import MemoryBudget
+    from cheers.model import Cheers
 
 
 def token_streamer(
@@ -63,15 +70,19 @@ def generate_text(
     generator: GeneratorLike,
     stream: Callable[[list[str]], None] | None = None,
     decoding: StartDecoding = start_decoding,
+    budget: MemoryBudget | None = None,
 ) -> list[str]:
     """Answer every row with the same settings; each answer is cut at its EOS. ``decoding``
-    prefills the rows and begins their decoding (:data:`cheers.generation.StartDecoding`)."""
+    prefills the rows and begins their decoding (:data:`cheers.generation.StartDecoding`);
+    rows estimated not to fit ``budget`` are refused before the prefill."""
     model, special = inputs.model, inputs.special
     gen = to_generator(generator, inputs.device)
     ids, images, prefixes = zip(*requests, strict=True)
     batch = left_pad(inputs.sequences(ids, images, prefixes))
     context = model.config.text_config.max_position_embeddings
     max_new_tokens = new_token_room(int(batch.lengths.max()), max_new_tokens, context)
+    if budget is not None:  # the images are encoded already (they are in the rows)
+        check_text_memory(model, budget, len(requests), int(batch.lengths.max()), max_new_tokens, 0)
     prefix, state = decoding(model, batch, max_new_tokens)
     check_finite(prefix.hidden[:, -1], "the prompt's hidden states")
     out = decode_from(
@@ -98,9 +109,11 @@ def answer_requests(
     requests: Sequence[TextRequest],
     stream: Callable[[list[str | None]], None] | None = None,
     decoding: StartDecoding = start_decoding,
+    budget: MemoryBudget | None = None,
 ) -> list[TextAnswer]:
     """Check, prefill and decode independent requests together, each with its own settings
-    (the body of :meth:`CheersPipeline.answer`); ``decoding`` as in :func:`generate_text`."""
+    (the body of :meth:`CheersPipeline.answer`); ``decoding`` as in :func:`generate_text`;
+    a batch estimated not to fit ``budget`` is refused before anything is allocated."""
     model, special, tokenizer = inputs.model, inputs.special, inputs.tokenizer
     rows = []
     for req in requests:
@@ -119,6 +132,18 @@ def answer_requests(
         rows.append(ids)
     generators = [to_generator(req.seed, inputs.device) for req in requests]
     flat = [im for req in requests for im in req.images]
+    if budget is not None:
+        # An image marker becomes the image's tokens; a request without images gets a dummy.
+        per_image = model.tokens_per_image
+        counts = [max(1, len(req.images)) for req in requests]
+        longest = max(len(ids) + n * per_image for ids, n in zip(rows, counts, strict=True))
+        context = model.config.text_config.max_position_embeddings
+        new = max(
+            new_token_room(longest, None, context) if req.max_new_tokens is None
+            else req.max_new_tokens
+            for req in requests
+        )  # fmt: skip
+        check_text_memory(model, budget, len(requests), longest, new, sum(counts))
     tokens = model.understanding_tokens(inputs.pixels(flat)) if flat else None
     requests_in, k = [], 0
     for req, ids, gen in zip(requests, rows, generators, strict=True):
@@ -132,12 +157,12 @@ def answer_requests(
     settings = []
     for length, req, gen in zip(batch.lengths.tolist(), requests, generators, strict=True):
         if req.max_new_tokens is None:
-            budget = new_token_room(length, None, context)
+            limit = new_token_room(length, None, context)
         else:
             inputs.check_context(length, req.max_new_tokens)
-            budget = req.max_new_tokens
+            limit = req.max_new_tokens
         stops = frozenset({special.im_start}) if req.may_draw else frozenset()
-        settings.append(RowSettings(budget, req.temperature, req.top_p, gen, stops))
+        settings.append(RowSettings(limit, req.temperature, req.top_p, gen, stops))
     room = max(row.max_new_tokens for row in settings)
     _, state = decoding(model, batch, room)
     on_token = None
@@ -152,3 +177,26 @@ def answer_requests(
         reason = ("image" if row[-1] == special.im_start else "stop") if stopped else "length"
         answers.append(TextAnswer(text, ids, reason, length))
     return answers
+
+
+def check_text_memory(
+    model: Cheers, budget: MemoryBudget, rows: int, prompt_tokens: int, new: int, images: int
+) -> None:
+    """Refuse ``rows`` conversations of up to ``prompt_tokens`` + ``new`` tokens reading
+    ``images`` images (not encoded yet) that cannot fit (:mod:`cheers.memory`)."""
+
+    def need(n: int) -> memory.MemoryEstimate:
+        share = math.ceil(images * n / rows)
+        return memory.text_call(
+            model.config, model.dtype, n, prompt_tokens=prompt_tokens, new_tokens=new, images=share
+        )
+
+    fits = budget.rows_that_fit(need, rows, model.device)
+    if fits < rows:
+        fix = (
+            f"answer at most {fits} conversation(s) at once, or ask for fewer new tokens"
+            if fits
+            else "not even one fits: ask for fewer new tokens, send fewer or smaller images, "
+            "or use a smaller dtype (--dtype bfloat16)"
+        )
+        budget.check(need(rows), model.device, fix)

@@ -23,10 +23,13 @@ class Squares:
     numbers: list[int]
     batch_size: int = 2
     name: str = "squares"
-    calls: list[list[int]] = field(default_factory=list)
+    calls: list[list[int]] = field(default_factory=list, repr=False)
 
     def items(self) -> list[int]:
         return self.numbers
+
+    def done(self, item: int) -> bool:
+        return item < 0  # negative numbers stand for items written by an earlier run
 
     def run(self, pipe: Any, batch: list[int]) -> list[int]:
         self.calls.append(list(batch))
@@ -108,3 +111,82 @@ def test_export_out_must_be_a_folder(tmp_path):
     with pytest.raises(CheersError, match="the scorer reads a folder"):
         run_eval(args, pipe=pipe)
     assert pipe.calls == [] and not (tmp_path / "g.json").exists()
+
+
+# ------------------------------------------------------------------------------- resumption
+def test_a_journal_resumes_an_interrupted_run(tmp_path):
+    from cheers.distributed import Shard
+    from cheers.evaluation.journal import Journal
+
+    def failing_at(n: int):
+        calls = []
+
+        def pipe(batch):
+            calls.append(list(batch))
+            if len(calls) == n:
+                raise KeyboardInterrupt  # the run is stopped during its n-th batch
+            return [x * x for x in batch]
+
+        return pipe, calls
+
+    bench = Squares([1, 2, 3, 4, 5])
+    pipe, calls = failing_at(2)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(bench, pipe, journal=Journal(tmp_path, bench, Shard()))
+    # The batch being written when the run stopped is cut off and runs again.
+    journal = Journal(tmp_path, bench, Shard())
+    with journal.path.open("ab") as f:
+        f.write((1000).to_bytes(8, "little") + b"half a batch")
+    pipe, calls = failing_at(0)
+    resumed = run_benchmark(bench, pipe, journal=Journal(tmp_path, bench, Shard()))
+    assert calls == [[3, 4], [5]]  # the first batch came from the journal
+    whole = run_benchmark(Squares([1, 2, 3, 4, 5]), lambda batch: [n * n for n in batch])
+    assert resumed["items"] == whole["items"] and resumed["scores"] == whole["scores"]
+    # Other settings (or another number of processes) never read this journal.
+    other = Squares([1, 2, 3, 4, 5], batch_size=3)
+    assert Journal(tmp_path, other, Shard()).load() == {}
+    assert Journal(tmp_path, bench, Shard(0, 2)).load() == {}
+
+
+def test_an_interrupted_shapes_run_resumes_and_cleans_up(tmp_path):
+    out = tmp_path / "gen"
+    args = build_parser().parse_args(
+        [
+            "shapes-gen",
+            "--out",
+            str(out),
+            "--n",
+            "1",
+            "--images-per-prompt",
+            "1",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-heldout",
+            "--no-progress",
+        ]
+    )
+    draw = oracle_drawer(64)
+    stopped = FakePipe(64, draw=draw)
+    original = stopped.text_to_image
+
+    def stop_at_third(*a, **kw):
+        if len(stopped.calls) == 2:
+            raise KeyboardInterrupt
+        return original(*a, **kw)
+
+    stopped.text_to_image = stop_at_third
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(args, pipe=stopped)
+    assert (out / ".report.partial").is_dir() and not (out / "report.json").exists()
+    resumed = FakePipe(64, draw=draw)
+    assert run_eval(args, pipe=resumed) == 0
+    assert len(resumed.calls) == 1  # 6 prompts in batches of 2: the last batch only
+    clean = FakePipe(64, draw=draw)
+    assert run_eval(build_parser().parse_args([*_gen(str(tmp_path / "clean"))[:-1],
+                                               "--batch-size", "2", "--no-progress"]),
+                    pipe=clean) == 0  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["items"] == json.loads((tmp_path / "clean" / "report.json").read_text())["items"]
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "report.json"]

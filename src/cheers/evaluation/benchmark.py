@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from cheers.distributed import Shard
 from cheers.errors import CheersError
-from cheers.evaluation.common import EvalSample, batches, progress_bar
+from cheers.evaluation.common import EvalSample, progress_bar
+from cheers.evaluation.journal import Journal
 
 ItemT = TypeVar("ItemT")
 OutputT = TypeVar("OutputT")
@@ -58,6 +60,10 @@ class Benchmark(Protocol[ItemT, OutputT, PipeT]):
         """Every item to run, in a fixed order (a seed picks them)."""
         ...
 
+    def done(self, item: ItemT) -> bool:
+        """Whether ``item``'s output is written already (a resumed run skips it)."""
+        ...
+
     def run(self, pipe: PipeT, batch: Sequence[ItemT]) -> Sequence[OutputT]:
         """One pipeline call on ``batch``: exactly one output per item, in order."""
         ...
@@ -79,26 +85,43 @@ class Benchmark(Protocol[ItemT, OutputT, PipeT]):
 
 
 def run_benchmark(
-    bench: Benchmark[Any, Any, PipeT], pipe: PipeT, *, progress: bool = False
+    bench: Benchmark[Any, Any, PipeT],
+    pipe: PipeT,
+    *,
+    progress: bool = False,
+    shard: Shard | None = None,
+    journal: Journal | None = None,
 ) -> dict[str, Any]:
     """Run ``bench`` on ``pipe``: batches of ``bench.batch_size`` items, each judged.
 
+    Items ``bench.done`` says are written are skipped. With a ``shard`` (a process of a
+    ``torchrun`` job, :class:`~cheers.distributed.Shard`), this process runs only its own
+    batches and the judged records of every process are gathered, in item order, before
+    ``aggregate``: every rank returns the result of the whole run. With a ``journal``
+    (:class:`~cheers.evaluation.journal.Journal`), every judged batch is kept on disk and the
+    items an interrupted run judged already are taken from it instead of run again.
+
     Returns ``{"task": bench.name, "settings": bench.settings(pipe), **bench.aggregate(...),
-    "samples": [...]}``: the judged samples are PIL images for the report's grid; everything
-    else is JSON-ready.
+    "samples": [...], "processes": N}``: the judged samples are PIL images for the report's
+    grid; everything else is JSON-ready.
 
     Raises:
         CheersError: when a ``run`` returns another number of outputs than it was given items.
     """
+    shard = Shard() if shard is None else shard
     items = bench.items()
-    judged: list[Judged] = []
+    kept = {} if journal is None else journal.load()
+    work = shard.batches(
+        items, max(1, bench.batch_size), lambda i: i in kept or bench.done(items[i])
+    )
+    judged: list[tuple[int, Judged]] = list(kept.items())
     run_s = judge_s = 0.0
     start = time.perf_counter()
-    bar = progress_bar(len(items), bench.name, progress)
+    bar = progress_bar(sum(len(chunk) for chunk in work), bench.name, progress)
     try:
-        for chunk in batches(items, max(1, bench.batch_size)):
+        for chunk in work:
             t0 = time.perf_counter()
-            outputs = list(bench.run(pipe, chunk))
+            outputs = list(bench.run(pipe, [item for _, item in chunk]))
             t1 = time.perf_counter()
             run_s += t1 - t0
             if len(outputs) != len(chunk):
@@ -106,20 +129,31 @@ def run_benchmark(
                     f"{bench.name}: the pipeline returned {len(outputs)} outputs for "
                     f"{len(chunk)} items"
                 )
-            for item, output in zip(chunk, outputs, strict=True):
-                judged.append(bench.judge(item, output, len(judged)))
+            new = [
+                (index, bench.judge(item, output, index))
+                for (index, item), output in zip(chunk, outputs, strict=True)
+            ]
+            if journal is not None:
+                journal.append(new)
+            judged += new
             judge_s += time.perf_counter() - t1
             if bar is not None:
                 bar.update(len(chunk))
     finally:
         if bar is not None:
             bar.close()
+    parts = shard.gather((judged, run_s, judge_s))
+    judged = sorted((pair for part, _, _ in parts for pair in part), key=lambda pair: pair[0])
+    # The slowest process sets the pace: its run and judge times are the run's.
+    run_s, judge_s = max(p[1] for p in parts), max(p[2] for p in parts)
     timings = Timings(time.perf_counter() - start, run_s, judge_s)
+    done_items = [items[index] for index, _ in judged]
     return {
         "task": bench.name,
         "settings": bench.settings(pipe),
-        **bench.aggregate(items, [j.record for j in judged], timings),
-        "samples": [s for j in judged for s in j.samples],
+        **bench.aggregate(done_items, [j.record for _, j in judged], timings),
+        "samples": [s for _, j in judged for s in j.samples],
+        "processes": shard.world,
     }
 
 

@@ -21,10 +21,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cheers.distributed import Shard
 from cheers.errors import CheersError
 from cheers.evaluation import exports, shapes_edit, shapes_gen, shapes_vqa
 from cheers.evaluation.benchmark import run_benchmark
 from cheers.evaluation.command import EvalCommand
+from cheers.evaluation.journal import Journal
 from cheers.loading import default_model_path, load_from_args, resolve_device
 
 EXIT_USAGE = 2
@@ -83,6 +85,8 @@ def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
 
     Loads ``--model`` (the embedded model when it is left out) unless a ready ``pipe`` is
     given; prints the outputs' paths to stdout (loading messages and progress go to stderr).
+    Under ``torchrun`` every process loads its own model (``cuda:LOCAL_RANK`` on GPUs), runs its
+    share of the batches (:class:`~cheers.distributed.Shard`) and rank 0 writes the outputs.
 
     Raises:
         CheersError: on bad flags or input files, an unusable ``--out`` or a missing model,
@@ -94,14 +98,24 @@ def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
         raise CheersError(f"choose a benchmark: {', '.join(by_name)}")
     bench = command.build(args)
     target = command.target(args.out)
-    source = device = None
-    if pipe is None:
-        source = args.model if args.model is not None else str(default_model_path())
-        device = resolve_device(args.device)
-        pipe = load_from_args(args)
-    result = run_benchmark(bench, pipe, progress=not args.no_progress)
-    result["model"] = {"source": source, "device": device, "dtype": _dtype_name(pipe)}
-    command.finish(result, target, args)
+    shard = Shard.from_env()
+    try:
+        source = device = None
+        if pipe is None:
+            source = args.model if args.model is not None else str(default_model_path())
+            args.device = shard.device(args.device)
+            device = resolve_device(args.device)
+            pipe = load_from_args(args)
+        progress = not args.no_progress and shard.main
+        journal = Journal(target.partial, bench, shard) if command.journal else None
+        result = run_benchmark(bench, pipe, progress=progress, shard=shard, journal=journal)
+        result["model"] = {"source": source, "device": device, "dtype": _dtype_name(pipe)}
+        if shard.main:
+            command.finish(result, target, args)
+            if journal is not None:
+                journal.remove_folder()  # every rank is past the gathering: none reads it
+    finally:
+        shard.close()
     return 0
 
 

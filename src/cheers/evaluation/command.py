@@ -31,6 +31,11 @@ class OutTarget:
     report: Path
     grid: Path
 
+    @property
+    def partial(self) -> Path:
+        """The folder of the run's journal, beside the report, until the report is written."""
+        return self.report.with_name(f".{self.report.stem}.partial")
+
 
 @dataclass(frozen=True)
 class EvalCommand:
@@ -38,7 +43,9 @@ class EvalCommand:
 
     ``build(args)`` checks the flags, reads the benchmark's input files and returns the
     benchmark (no model is loaded yet); ``target(out)`` checks ``--out`` before anything runs;
-    ``finish(result, target, args)`` writes the outputs and prints their paths.
+    ``finish(result, target, args)`` writes the outputs and prints their paths. ``journal``:
+    keep every judged batch on disk (:mod:`~cheers.evaluation.journal`) so that an interrupted
+    run resumes: for benchmarks that write their outputs only at the end.
     """
 
     name: str
@@ -47,6 +54,7 @@ class EvalCommand:
     build: Callable[[argparse.Namespace], Benchmark[Any, Any, Any]]
     target: Callable[[str], OutTarget]
     finish: Callable[[dict[str, Any], OutTarget, argparse.Namespace], None]
+    journal: bool = False
 
 
 def report_target(out: str) -> OutTarget:

@@ -11,7 +11,10 @@ exactly the files they read and stops there:
   ``<name>.txt``: a 2×2 grid of four images of the model's resolution, left to right and top to
   bottom, which it crops back with ``--resolution R --pic-num 4``.
 
-Both are :class:`~cheers.evaluation.benchmark.Benchmark` s whose ``judge`` writes a prompt's
+The same machinery writes the plain folder of ``cheers generate --prompts-file``
+(:class:`PromptFileExport`: ``OUT/<line:05d>-<k:02d>.png``).
+
+All are :class:`~cheers.evaluation.benchmark.Benchmark` s whose ``judge`` writes a prompt's
 files, run by the same runner as the Shapes benchmarks. Every image's noise comes from its own
 seed (the prompt's index and the image's), so the files do not depend on the batch size; a
 prompt already written is not among the items, so an interrupted run is resumed by running it
@@ -133,16 +136,19 @@ class _Export:
     sampling: Settings
     batch_size: int = 4
     settings_name: str = ""
+    sampler: str | None = None  # None: the pipeline's default
     name: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
 
-    def done(self, item: PromptItem) -> bool:
+    def done(self, item: Indexed) -> bool:
         raise NotImplementedError
 
     def items(self) -> list[Indexed]:
-        return [Indexed(i, p) for i, p in enumerate(self.prompts) if not self.done(p)]
+        # Every prompt: the runner skips the written ones (done), and under torchrun each
+        # process skips only among its own, so which process owns a prompt never changes.
+        return [Indexed(i, p) for i, p in enumerate(self.prompts)]
 
     def run(self, pipe: TextToImagePipeline, batch: Sequence[Indexed]) -> list[list[Image.Image]]:
         s, n = self.sampling, self.sampling.images_per_prompt
@@ -153,6 +159,7 @@ class _Export:
                 num_inference_steps=s.steps,
                 guidance_scale=s.guidance,
                 time_shift=s.time_shift,
+                sampler=self.sampler,
                 num_images_per_prompt=n,
                 latents=seeded_noise(pipe, seeds),
             ).images
@@ -160,7 +167,8 @@ class _Export:
         return [images[i * n : (i + 1) * n] for i in range(len(batch))]
 
     def settings(self, pipe: Any) -> dict[str, Any]:
-        return {"settings": self.settings_name, **self.sampling.to_dict()}
+        sampler = {} if self.sampler is None else {"sampler": self.sampler}
+        return {"settings": self.settings_name, **self.sampling.to_dict(), **sampler}
 
     def aggregate(
         self, items: Sequence[Indexed], records: list[dict[str, Any]], timings: Timings
@@ -179,9 +187,9 @@ class GenEvalExport(_Export):
 
     name: ClassVar[str] = "geneval"
 
-    def done(self, item: PromptItem) -> bool:
+    def done(self, item: Indexed) -> bool:
         # metadata.jsonl is written last: a folder that has it is complete.
-        return (self.out / item.key / "metadata.jsonl").is_file()
+        return (self.out / item.prompt.key / "metadata.jsonl").is_file()
 
     def judge(self, item: Indexed, output: list[Image.Image], unit: int) -> Judged:
         folder = self.out / item.prompt.key
@@ -205,12 +213,60 @@ class DpgExport(_Export):
         if self.sampling.images_per_prompt != 4:
             raise CheersError("DPG-Bench grids hold 4 images: use images_per_prompt = 4")
 
-    def done(self, item: PromptItem) -> bool:
-        return (self.out / f"{item.key}.png").is_file()
+    def done(self, item: Indexed) -> bool:
+        return (self.out / f"{item.prompt.key}.png").is_file()
 
     def judge(self, item: Indexed, output: list[Image.Image], unit: int) -> Judged:
         _save_png(grid_2x2(output), self.out / f"{item.prompt.key}.png")
         return Judged({"key": item.prompt.key, "prompt": item.prompt.prompt})
+
+
+def read_prompt_lines(path: str | os.PathLike[str]) -> list[PromptItem]:
+    """The prompts of a text file, one a line (blank lines skipped); each is keyed by its line
+    number, so that the file names of its images tell where it came from.
+
+    Raises:
+        CheersError: when the file is missing, not UTF-8 text or holds no prompt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheersError(
+            f"--prompts-file {path}: no such file; pass a text file, one prompt a line"
+        )
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise CheersError(f"--prompts-file {path}: not UTF-8 text ({err.reason})") from err
+    items = [
+        PromptItem(f"{number:05d}", line.strip())
+        for number, line in enumerate(lines, start=1)
+        if line.strip()
+    ]
+    if not items:
+        raise CheersError(f"--prompts-file {path}: no prompts in the file (one a line)")
+    return items
+
+
+@dataclass
+class PromptFileExport(_Export):
+    """A folder of images for a file of prompts (``cheers generate --prompts-file``): image
+    ``k`` of the prompt on line ``L`` is ``OUT/<L:05d>-<k:02d>.png``, drawn from its own seed."""
+
+    name: ClassVar[str] = "generate"
+
+    def files(self, item: Indexed) -> list[Path]:
+        n = self.sampling.images_per_prompt
+        return [self.out / f"{item.prompt.key}-{k:02d}.png" for k in range(n)]
+
+    def done(self, item: Indexed) -> bool:
+        return all(path.is_file() for path in self.files(item))
+
+    def judge(self, item: Indexed, output: list[Image.Image], unit: int) -> Judged:
+        paths = self.files(item)
+        for image, path in zip(output, paths, strict=True):
+            _save_png(image, path)
+        return Judged({"key": item.prompt.key, "prompt": item.prompt.prompt,
+                       "files": [p.name for p in paths]})  # fmt: skip
 
 
 def write_geneval(
@@ -242,11 +298,13 @@ def write_dpg(
 __all__ = [
     "DpgExport",
     "GenEvalExport",
+    "PromptFileExport",
     "PromptItem",
     "grid_2x2",
     "image_seed",
     "read_dpg_prompts",
     "read_geneval_metadata",
+    "read_prompt_lines",
     "write_dpg",
     "write_geneval",
 ]

@@ -27,7 +27,7 @@ class Settings:
     """How images are sampled for one benchmark."""
 
     steps: int
-    guidance: float
+    guidance: float | None  # None: no classifier-free guidance
     time_shift: float
     images_per_prompt: int
     seed: int = 0

@@ -88,6 +88,9 @@ class ShapesEdit:
                 "than 2 denoising steps; raise num_inference_steps"
             )
 
+    def done(self, item: object) -> bool:
+        return False  # the report is written whole, at the end: every item runs
+
     def items(self) -> list[Edit]:
         pairs = benchmark_edits(self.seed, self.n, self.canvas)
         return [
@@ -251,6 +254,7 @@ COMMAND = EvalCommand(
     _build,
     report_target,
     finish_report,
+    journal=True,
 )
 
 __all__ = ["COMMAND", "ShapesEdit", "evaluate_editing"]

@@ -97,6 +97,9 @@ class ShapesGen:
         """Prompts per call: ``images_per_call`` rounded down to whole prompts (at least 1)."""
         return max(1, self.images_per_call // self.images_per_prompt)
 
+    def done(self, item: object) -> bool:
+        return False  # the report is written whole, at the end: every item runs
+
     def items(self) -> list[Prompt]:
         # Held-out prompts draw noise from their own stream.
         jobs = [
@@ -360,6 +363,7 @@ COMMAND = EvalCommand(
     _build,
     report_target,
     finish_report,
+    journal=True,
 )
 
 __all__ = ["COMMAND", "Prompt", "ShapesGen", "evaluate_generation"]

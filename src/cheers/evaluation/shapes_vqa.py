@@ -69,6 +69,9 @@ class ShapesVQA:
         if self.heldout:
             check_positive(self.n_heldout, "n_heldout")
 
+    def done(self, item: object) -> bool:
+        return False  # the report is written whole, at the end: every item runs
+
     def items(self) -> list[Asked]:
         jobs = [Asked(r, False) for r in benchmark_questions(self.seed, self.n, self.canvas)]
         if self.heldout:
@@ -238,6 +241,7 @@ COMMAND = EvalCommand(
     _build,
     report_target,
     finish_report,
+    journal=True,
 )
 
 __all__ = ["COMMAND", "ShapesVQA", "evaluate_understanding"]

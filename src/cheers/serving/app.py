@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
@@ -44,8 +44,17 @@ def control_tokens(pipeline: CheersPipeline) -> tuple[str, ...]:
     return tuple(sorted({t.content for t in added if t.special}, key=len, reverse=True))
 
 
-def create_app(pipeline: CheersPipeline, config: ServerConfig | None = None) -> FastAPI:
-    """The server app for ``pipeline`` (loaded once, shared by every request)."""
+def create_app(
+    pipeline: CheersPipeline,
+    config: ServerConfig | None = None,
+    *,
+    replicas: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+) -> FastAPI:
+    """The server app for ``pipeline`` (loaded once, shared by every request).
+
+    ``replicas``, when the app is one of several replicas (:mod:`cheers.serving.replicas`),
+    says how many serve; ``/health`` adds it as ``"replicas"``.
+    """
     config = ServerConfig() if config is None else config
     runner = PipelineRunner(pipeline)
     batcher = Batcher(
@@ -103,7 +112,10 @@ def create_app(pipeline: CheersPipeline, config: ServerConfig | None = None) -> 
             "completed": stats.completed,
             "dropped": stats.dropped,
             "refused": stats.refused,
+            "memory_splits": runner.splits,
         }
+        if replicas is not None:
+            body["replicas"] = await replicas()
         return JSONResponse(body, status_code=503 if batcher.closing else 200)
 
     @app.get("/", include_in_schema=False)

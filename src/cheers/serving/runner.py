@@ -10,16 +10,23 @@ API's image tool) are ``"draw"`` jobs: one image each, of a
 (edits among edits), with a :class:`ProgressEvent` after every model evaluation.
 All text jobs share one key: the pipeline's
 :meth:`~cheers.pipeline.CheersPipeline.answer` decodes rows with different settings together.
+
+A batch the pipeline refuses as too large for the device's memory
+(:class:`~cheers.memory.MemoryLimitError`, raised before anything is allocated) is split in
+halves, down to single images or conversations, instead of failing; since every image and answer
+has its own seed, the split batch gives the same results. Only a single image or conversation
+that cannot fit gets the error (a 400 that names the limit and the fix).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from PIL import Image
 
+from cheers.memory import MemoryLimitError
 from cheers.serving.batching import Job
 from cheers.text_requests import TextRequest
 
@@ -28,6 +35,9 @@ if TYPE_CHECKING:
 
 #: The batch key of every text job.
 TEXT_KEY = ("text",)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,10 @@ class PipelineRunner:
 
     def __init__(self, pipeline: CheersPipeline) -> None:
         self.pipeline = pipeline
+        self.splits = 0  # batches split because they did not fit in memory
+
+    def on_split(self, n: int) -> None:
+        self.splits += 1
 
     def __call__(self, key: Hashable, jobs: list[Job]) -> list[Any]:
         if key == TEXT_KEY:
@@ -82,25 +96,9 @@ class PipelineRunner:
         if settings.kind == "draw":
             return self._drawings(settings, jobs)
         works: list[ImageWork] = [job.payload for job in jobs]
-        prompts = [w.prompt for w in works for _ in range(w.n)]
-        seeds = [w.seed + i for w in works for i in range(w.n)]
-        common = {
-            "num_inference_steps": settings.num_inference_steps,
-            "guidance_scale": settings.guidance_scale,
-            "generator": seeds,
-        }
-        if settings.kind == "edit":
-            sources = [w.source for w in works for _ in range(w.n)]
-            images = self.pipeline.edit(
-                sources, prompts, strength=settings.strength, **common
-            ).images
-        else:
-            negatives = None
-            if settings.negative:
-                negatives = [w.negative_prompt for w in works for _ in range(w.n)]
-            images = self.pipeline.text_to_image(
-                prompts, negative_prompt=negatives, **common
-            ).images
+        # One row per image: (work, seed); split_to_fit may run them in several calls.
+        rows = [(w, w.seed + i) for w in works for i in range(w.n)]
+        images = split_to_fit(lambda part: self._image_call(settings, part), rows, self.on_split)
         out, k = [], 0
         for w in works:
             out.append(images[k : k + w.n])
@@ -121,7 +119,29 @@ class PipelineRunner:
             **strength,
         ).images
 
+    def _image_call(
+        self, settings: ImageSettings, rows: Sequence[tuple[ImageWork, int]]
+    ) -> list[Image.Image]:
+        prompts = [w.prompt for w, _ in rows]
+        common = {
+            "num_inference_steps": settings.num_inference_steps,
+            "guidance_scale": settings.guidance_scale,
+            "generator": [seed for _, seed in rows],
+        }
+        if settings.kind == "edit":
+            sources = [w.source for w, _ in rows]
+            return list(
+                self.pipeline.edit(sources, prompts, strength=settings.strength, **common).images
+            )
+        negatives = [w.negative_prompt for w, _ in rows] if settings.negative else None
+        return list(
+            self.pipeline.text_to_image(prompts, negative_prompt=negatives, **common).images
+        )
+
     def _text(self, jobs: list[Job]) -> list[Any]:
+        return split_to_fit(self._text_call, jobs, self.on_split)
+
+    def _text_call(self, jobs: Sequence[Job]) -> list[Any]:
         requests: list[TextRequest] = [job.payload for job in jobs]
 
         def fan_out(pieces: list[str | None]) -> None:
@@ -130,3 +150,22 @@ class PipelineRunner:
                     job.emit(TokenEvent(piece))
 
         return self.pipeline.answer(requests, stream=fan_out)
+
+
+def split_to_fit(
+    call: Callable[[Sequence[T]], Sequence[R]],
+    items: Sequence[T],
+    on_split: Callable[[int], None] | None = None,
+) -> list[R]:
+    """``call(items)``, or, when the pipeline refuses them as too large for memory (before
+    allocating), ``call`` on each half in turn (recursively); one item that cannot fit raises.
+    ``on_split(n)`` hears of every split of ``n`` items."""
+    try:
+        return list(call(items))
+    except MemoryLimitError:
+        if len(items) == 1:
+            raise
+    if on_split is not None:
+        on_split(len(items))
+    half = len(items) // 2
+    return split_to_fit(call, items[:half], on_split) + split_to_fit(call, items[half:], on_split)
