@@ -67,8 +67,11 @@ class Shard:
         return shard
 
     def close(self) -> None:
-        """Leave the process group (after the last :meth:`gather`)."""
+        """Leave the process group (after the last :meth:`gather`), together: a rank that
+        tore down its gloo connections while another still wrote its results aborted that one
+        (seen once in CI as SIGABRT, "terminate called without an active exception")."""
         if self.world > 1 and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
     def device(self, device: str | None) -> str | None:

@@ -138,15 +138,21 @@ def test_a_replica_killed_under_load_is_restarted_and_no_request_is_lost(cluster
         if a["name"].startswith(f"SERVE_REPLICA::{replicas.APP_NAME}#")
     ]
     assert len(names) == 2, names
+    killed, survivor = (name.rsplit("#", 1)[-1] for name in names)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(session, i) for i in range(16)]
         assert started.wait(TIMEOUT)
+        # Kill a replica that is serving this load (the router may send the first answers to
+        # the other one).
+        deadline = time.monotonic() + TIMEOUT
+        while killed not in {name for _, name in answered_by}:
+            assert time.monotonic() < deadline, "the load never reached the first replica"
+            time.sleep(0.05)
         killed_at = time.monotonic()
         ray.kill(ray.get_actor(names[0], namespace="serve"))
         results = [r for f in futures for r in f.result(timeout=TIMEOUT)]
     assert len(results) == 48  # every request answered (some after a retry)
     # Both replicas were serving this load, and the survivor went on after the kill.
-    killed, survivor = (name.rsplit("#", 1)[-1] for name in names)
     assert {name for _, name in answered_by} >= {killed, survivor}
     assert any(t > killed_at and name != killed for t, name in answered_by)
     for seed, data in results:
