@@ -317,7 +317,10 @@ class Cheers(nn.Module):
             tokens, context.positions[:rows], context.mask[:rows], cache, context.start
         )
         t_rows = torch.as_tensor(t, device=x_t.device).expand(rows)
-        x_rows = x_t.repeat(2, 1, 1, 1) if guided else x_t
+        # Only a clean-latent head needs x_t, per row (a copy per guided step otherwise).
+        x_rows = None
+        if self.config.flow_prediction == "sample":
+            x_rows = x_t.repeat(2, 1, 1, 1) if guided else x_t
         v = self.velocity(hidden, patch_embeds, t_rows, x_rows).velocity.float()
         if not guided:
             return FlowVelocity(v, v, None)

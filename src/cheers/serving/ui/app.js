@@ -39,6 +39,20 @@ async function streamChat(body, onPiece) {
     body: JSON.stringify({ ...body, model: modelName, stream: true }),
   });
   if (!response.ok) throw await apiError(response);
+  await forEachServerEvent(response, (data) => {
+    if (data === "[DONE]") return false;
+    const event = JSON.parse(data);
+    if (event.error) throw new Error(event.error.message);
+    const choice = event.choices[0];
+    if (choice.delta.content !== undefined && choice.delta.content !== null && !choice.delta.role) {
+      onPiece(choice.delta.content);
+    }
+    return true;
+  });
+}
+
+// Read a server-sent event stream: onData(text) gets each event's data line; false stops.
+async function forEachServerEvent(response, onData) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
@@ -48,15 +62,10 @@ async function streamChat(body, onPiece) {
     buffer += decoder.decode(value, { stream: true });
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const line = buffer.slice(0, end).replace(/^data: /, "");
+      const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      if (line === "[DONE]") return;
-      const event = JSON.parse(line);
-      if (event.error) throw new Error(event.error.message);
-      const choice = event.choices[0];
-      if (choice.delta.content !== undefined && choice.delta.content !== null && !choice.delta.role) {
-        onPiece(choice.delta.content);
-      }
+      const data = block.split("\n").find((line) => line.startsWith("data: "));
+      if (data && onData(data.slice(6)) === false) return;
     }
   }
 }
@@ -212,24 +221,12 @@ async function streamResponse(body, onEvent) {
     body: JSON.stringify({ ...body, model: modelName, stream: true }),
   });
   if (!response.ok) throw await apiError(response);
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += decoder.decode(value, { stream: true });
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = block.split("\n").find((line) => line.startsWith("data: "));
-      if (!data) continue;
-      const event = JSON.parse(data.slice(6));
-      if (event.type === "error") throw new Error(event.message);
-      onEvent(event);
-    }
-  }
+  await forEachServerEvent(response, (data) => {
+    const event = JSON.parse(data);
+    if (event.type === "error") throw new Error(event.message);
+    onEvent(event);
+    return true;
+  });
 }
 
 // The conversation: one thread of text and images; each turn continues the previous response.
