@@ -99,10 +99,11 @@ def write_data(folder: Path, data: str, understanding: bool) -> ProbeData:
         val = list(range(n_train, n_train + 200))
     ask = "<im_start><image><im_end>\n" + question
     draw = "<im_start><image_gen><im_end>"
-    train = [_record(i, names[i], prompts[labels[i]], draw) for i in range(n_train)]
+    drawings = [_record(i, names[i], prompts[labels[i]], draw) for i in range(n_train)]
+    (folder / "draw.jsonl").write_text("\n".join(drawings) + "\n")
     if understanding:
-        train += [_record(n_train + i, names[i], ask, words[labels[i]]) for i in range(n_train)]
-    (folder / "train.jsonl").write_text("\n".join(train) + "\n")
+        questions = [_record(n_train + i, names[i], ask, words[labels[i]]) for i in range(n_train)]
+        (folder / "ask.jsonl").write_text("\n".join(questions) + "\n")
     lines = [_record(i, names[i], prompts[labels[i]], draw) for i in val]
     (folder / "val.jsonl").write_text("\n".join(lines) + "\n")
     held = [{"image": names[i], "question": question, "answer": words[labels[i]]} for i in val]
@@ -142,13 +143,34 @@ def write_config(folder: Path, size: str, changes: dict[str, str]) -> None:
     config.validate().save(folder)
 
 
+def _joint_stage(name: str, steps: int, args: argparse.Namespace, weights: str) -> str:
+    return f"""[[stages]]
+name = "{name}"
+trainable = "all"
+steps = {steps}
+lr = {args.lr}
+warmup = 0.05
+batch_size = 16
+guidance_dropout = 0.2
+time_shift = {args.time_shift}
+image_loss_weight = {args.image_loss_weight}
+{weights}"""
+
+
 def write_recipe(folder: Path, args: argparse.Namespace) -> Path:
+    files = '{ path = "draw.jsonl" }'
+    if args.understanding:
+        files += ', { path = "ask.jsonl" }'
+    first = min(args.generation_first, args.steps)
+    joint = _joint_stage("draw", first, args, "data_weights = [1.0, 0.0]") if first else ""
+    if args.steps > first:
+        joint += "\n" + _joint_stage("joint", args.steps - first, args, "")
     recipe = f"""
 [model]
 config = "config.json"
 tokenizer = "{TOKENIZER}"
 [data]
-files = [{{ path = "train.jsonl" }}]
+files = [{files}]
 max_length = 128
 [[stages]]
 name = "vae"
@@ -158,14 +180,7 @@ steps = {args.vae_steps}
 lr = 2e-3
 warmup = 0.0
 batch_size = 8
-[[stages]]
-name = "joint"
-trainable = "all"
-steps = {args.steps}
-lr = {args.lr}
-warmup = 0.05
-batch_size = 16
-guidance_dropout = 0.2
+{joint}
 [run]
 output_dir = "{folder / "run"}"
 progress = false
@@ -266,10 +281,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--understanding", action="store_true", help="one question per training image as well"
     )
+    parser.add_argument(
+        "--generation-first",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="with --understanding: train on the drawings alone for this many of the steps first",
+    )
+    parser.add_argument("--image-loss-weight", type=float, default=1.0)
+    parser.add_argument("--time-shift", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("build/listening_probe"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.generation_first and not args.understanding:
+        parser.error("--generation-first needs --understanding (the drawings are all there is)")
     changes = dict(pair.split("=", 1) for pair in args.set if "=" in pair)
     if len(changes) != len(args.set) or not set(changes) <= {"vit_input", "flow_prediction"}:
         parser.error("--set takes vit_input=... or flow_prediction=...")
@@ -293,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         "size": args.size,
         "steps": args.steps,
         "set": changes,
+        "generation_first": args.generation_first,
+        "image_loss_weight": args.image_loss_weight,
+        "time_shift": args.time_shift,
         "train_s": round(time.perf_counter() - start, 1),
         **measure(final, data),
     }

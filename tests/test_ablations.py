@@ -28,8 +28,9 @@ from parity_fixtures import OFFICIAL
 
 CANVAS = 32
 VARIANTS = {name: switches for name, switches in ABLATIONS.items() if switches}
-# Not an ablation of the paper, but a switch that must train, save, load and sample the same way.
+# Not ablations of the paper, but switches that must train, save, load and sample the same way.
 VARIANTS["sample_prediction"] = {"flow_prediction": "sample"}
+VARIANTS["skip_prediction"] = {"flow_prediction": "skip"}
 
 
 def _config(**switches) -> CheersConfig:

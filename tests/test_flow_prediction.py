@@ -1,5 +1,6 @@
-"""The ``flow_prediction`` switch: a detail head that predicts the clean latent x̂1, turned
-into the velocity (x̂1 − x_t)/(1 − t) (docs/training.md, "Generation that listens")."""
+"""The ``flow_prediction`` switch: what the detail head's output means — the velocity (the
+reference), a clean latent x̂1 turned into the velocity (x̂1 − x_t)/(1 − t), or the velocity plus
+x_t ("skip": v = output − x_t) (docs/training.md, "Generation that listens")."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from cheers.checkpoint import load_model, save_model
 from cheers.config import CheersConfig
 from cheers.errors import ConfigError
 from cheers.model import Cheers
-from cheers.samplers.base import MIN_NOISE_LEVEL, noise, velocity_from_sample
+from cheers.samplers.base import MIN_NOISE_LEVEL, noise, velocity_from_head, velocity_from_sample
 
 
-def _pair() -> tuple[Cheers, Cheers]:
-    """Two tiny models with the same weights, predicting velocity and sample."""
+def _pair(prediction: str = "sample") -> tuple[Cheers, Cheers]:
+    """Two tiny models with the same weights, predicting velocity and ``prediction``."""
     torch.manual_seed(0)
     base = CheersConfig.tiny(image_size=32, vocab_size=300)
     v = Cheers(base).init_weights(std=0.05).eval()
@@ -24,7 +25,7 @@ def _pair() -> tuple[Cheers, Cheers]:
         for p in v.parameters():
             if p.abs().sum() == 0 and p.dim() > 0:
                 p.normal_(0, 0.05)
-    s = Cheers(dataclasses.replace(base, flow_prediction="sample")).eval()
+    s = Cheers(dataclasses.replace(base, flow_prediction=prediction)).eval()
     s.load_state_dict(v.state_dict())
     return v, s
 
@@ -43,8 +44,28 @@ def test_near_t_1_the_division_is_clamped():
     torch.testing.assert_close(v, torch.full_like(x_t, 1 / MIN_NOISE_LEVEL))
 
 
-def test_the_sample_model_turns_the_same_head_output_into_a_velocity():
-    v_model, s_model = _pair()
+def test_a_perfect_skip_prediction_gives_the_flow_velocity():
+    """The skip head's target is v + x_t; at t = 0 that is x1 itself (x_t = x0)."""
+    g = torch.Generator().manual_seed(2)
+    x1, x0 = torch.randn(3, 8, 2, 2, generator=g), torch.randn(3, 8, 2, 2, generator=g)
+    t = torch.tensor([0.0, 0.5, 1.0])[:, None, None, None]
+    x_t = noise(x1, x0, t)
+    target = x1 - x0 + x_t
+    torch.testing.assert_close(velocity_from_head(target, x_t, t, "skip"), x1 - x0)
+    torch.testing.assert_close(target[0], x1[0])
+    with pytest.raises(ValueError, match="unknown flow_prediction"):
+        velocity_from_head(target, x_t, t, "noise")
+
+
+@pytest.mark.parametrize(
+    ("prediction", "expected"),
+    [
+        ("sample", lambda head, x_t, t: (head - x_t) / (1 - t)[:, None, None, None]),
+        ("skip", lambda head, x_t, t: head - x_t),
+    ],
+)
+def test_the_model_turns_the_same_head_output_into_a_velocity(prediction, expected):
+    v_model, s_model = _pair(prediction)
     p, grid = v_model.tokens_per_image, v_model.grid_size
     hidden, patches = torch.randn(2, p, 64), torch.randn(2, grid * grid, 64)
     x_t = torch.randn(2, v_model.config.latent_channels, grid, grid)
@@ -52,8 +73,7 @@ def test_the_sample_model_turns_the_same_head_output_into_a_velocity():
     with torch.no_grad():
         head = v_model.velocity(hidden, patches, t).velocity
         got = s_model.velocity(hidden, patches, t, x_t).velocity
-    expected = (head - x_t) / (1 - t)[:, None, None, None]
-    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got, expected(head, x_t, t))
     with pytest.raises(ValueError, match="pass x_t"):
         s_model.velocity(hidden, patches, t)
 

@@ -109,7 +109,7 @@ _HEAD_DEFAULTS = {
     "flow_prediction": "velocity",
 }
 VIT_INPUTS = ("pixels", "latents")
-FLOW_PREDICTIONS = ("velocity", "sample")
+FLOW_PREDICTIONS = ("velocity", "sample", "skip")
 # The paper's design choices measured in docs/ablations.md: each variant flips one switch of
 # CheersConfig (apply with ``dataclasses.replace(config, **ABLATIONS[name])``).
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -155,10 +155,10 @@ class CheersConfig:
     vit_input: str = "pixels"
     # flow_prediction: what the detail head's output means. "velocity" (the reference) is the
     # velocity itself; "sample" is the clean latent x̂1, turned into the velocity
-    # (x̂1 − x_t)/(1 − t) (cheers.samplers.base.velocity_from_sample). Small models trained from
-    # scratch through the pixel path cannot carry x_t's noise to the heads, which the velocity
-    # x1 − x0 needs; a clean-latent prediction needs only what the pixel path keeps
-    # (docs/training.md, "Generation that listens").
+    # (x̂1 − x_t)/(1 − t); "skip" is the velocity plus x_t (v = output − x_t), so that near noise
+    # the head's target is x1, which the prompt decides, not x1 − x0, whose noise part only x_t
+    # carries (cheers.samplers.base.velocity_from_head; docs/training.md, "Generation that
+    # listens").
     flow_prediction: str = "velocity"
     # Fields of the file we do not interpret (architectures, auto_map, torch_dtype, ...).
     extra: dict[str, Any] = field(default_factory=dict)

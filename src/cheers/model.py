@@ -25,7 +25,7 @@ from cheers.modules.language import KVCache, Qwen2Model
 from cheers.modules.projector import UndProjector
 from cheers.modules.vae import VAE, DecoderProjector
 from cheers.modules.vision import VisionTransformer
-from cheers.samplers.base import velocity_from_sample
+from cheers.samplers.base import velocity_from_head
 from cheers.sampling import apply_guidance
 
 #: How a KV cache stores keys and values (:meth:`Cheers.set_kv_cache`).
@@ -317,9 +317,10 @@ class Cheers(nn.Module):
             tokens, context.positions[:rows], context.mask[:rows], cache, context.start
         )
         t_rows = torch.as_tensor(t, device=x_t.device).expand(rows)
-        # Only a clean-latent head needs x_t, per row (a copy per guided step otherwise).
+        # Only a head whose output is not the velocity itself needs x_t, per row (a copy per
+        # guided step otherwise).
         x_rows = None
-        if self.config.flow_prediction == "sample":
+        if self.config.flow_prediction != "velocity":
             x_rows = x_t.repeat(2, 1, 1, 1) if guided else x_t
         v = self.velocity(hidden, patch_embeds, t_rows, x_rows).velocity.float()
         if not guided:
@@ -358,14 +359,15 @@ class Cheers(nn.Module):
             positions = torch.arange(grid * grid, device=device)
         detail = m.hi_projector(gated, te2, positions)
         velocity = tokens_to_feature_map(detail, grid)
-        if self.config.flow_prediction == "sample":
+        prediction = self.config.flow_prediction
+        if prediction != "velocity":
             if x_t is None:
                 raise ValueError(
-                    "this model predicts clean latents (flow_prediction = 'sample'): pass x_t "
-                    "to velocity() so that the velocity can be derived"
+                    f"this model's head output needs x_t (flow_prediction = {prediction!r}): "
+                    "pass x_t to velocity() so that the velocity can be derived"
                 )
             t_map = t[:, None, None, None]
-            velocity = velocity_from_sample(velocity, x_t.to(velocity.dtype), t_map)
+            velocity = velocity_from_head(velocity, x_t.to(velocity.dtype), t_map, prediction)
         return Velocity(
             velocity=velocity,
             t_emb_1=te1,

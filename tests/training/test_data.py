@@ -159,6 +159,20 @@ def test_too_long_sample(tmp_path, tok):
         TrainingData([DataSource(str(tmp_path / "data.jsonl"))], tok, 4, 10, on_error="skip")
 
 
+def test_a_stage_can_draw_the_same_examples_with_other_file_weights(tmp_path, tok):
+    """A curriculum: stage weights [0, 2] give file b's one example twice and a's never; the
+    data itself is shared, untouched."""
+    a = _write(tmp_path, [UND, GEN, EDIT, TEXT])
+    b = tmp_path / "b.jsonl"
+    b.write_text(json.dumps(TEXT) + "\n")
+    data = TrainingData([DataSource(str(a), 1.0), DataSource(str(b), 1.0)], tok, 4, 4096)
+    only_b = data.reweighted([0.0, 2.0])
+    assert only_b.epoch_order(seed=0, epoch=0) == [4, 4]
+    assert only_b.examples is data.examples and len(data.epoch_order(0, 0)) == 5
+    with pytest.raises(DataError, match="1 data weights for 2 data files"):
+        data.reweighted([1.0])
+
+
 def test_mixture_weights_and_resumable_stream(tmp_path, tok):
     a = _write(tmp_path, [UND, GEN, EDIT, TEXT])
     b = tmp_path / "b.jsonl"

@@ -48,6 +48,10 @@ BAD = [
     ("stages", "time_shift", 0, r"time_shift = 0: must be > 0"),
     ("stages", "time_shift", -1.0, r"time_shift = -1\.0: must be > 0"),
     ("stages", "batch_size", 0, r"batch_size = 0: must be ≥ 1"),
+    ("stages", "image_loss_weight", -1, r"image_loss_weight = -1: must be ≥ 0"),
+    ("stages", "data_weights", 1.0, r"data_weights = 1\.0: must be a list of numbers"),
+    ("stages", "data_weights", [1, "x"], r"must be a list of numbers, one per \[data\] file"),
+    ("stages", "data_weights", [0, 0], r"data_weights = \[0, 0\]: each weight must be ≥ 0 and"),
     ("stages", "clip", 0.0, r"clip = 0\.0: must be > 0"),
     ("stages", "schedule", "cosin", r"schedule = 'cosin': .*did you mean 'cosine'\?"),
     ("stages", "kind", 3, r"kind = 3: must be a string"),
@@ -132,8 +136,10 @@ def test_data_file_entries_are_checked(tmp_path, entry, message):
 def test_good_values_are_normalised(tmp_path):
     raw = _with("stages", "betas", [0.8, 0.9])
     raw["stages"][0]["lr"] = 1  # an integer is a number
+    raw["stages"][0]["data_weights"] = [1, 0.5]
     stage = TrainConfig.from_dict(raw, base=tmp_path).stages[0]
     assert stage.betas == (0.8, 0.9) and isinstance(stage.lr, float) and stage.lr == 1.0
+    assert stage.data_weights == (1.0, 0.5) and stage.image_loss_weight == 1.0
 
 
 def test_a_config_built_in_python_is_checked_the_same_way(tmp_path):

@@ -8,6 +8,7 @@ exactly the same batches, whatever the number of processes.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,17 @@ class TrainingData:
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    def reweighted(self, weights: Sequence[float]) -> TrainingData:
+        """The same examples drawn with other per-file weights (a stage's curriculum)."""
+        if len(weights) != len(self.weights):
+            raise DataError(
+                f"{len(weights)} data weights for {len(self.weights)} data files; give one "
+                "weight per [data] file, in order"
+            )
+        view = copy.copy(self)
+        view.weights = list(weights)
+        return view
 
     def length(self, index: int) -> int:
         return self.examples[index].sequence_length(self.tokens_per_image)

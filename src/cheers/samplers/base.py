@@ -68,6 +68,25 @@ def velocity_from_sample(
     return (x1_hat - x_t) / gap
 
 
+def velocity_from_head(
+    head: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | float, prediction: str
+) -> torch.Tensor:
+    """The velocity that the detail head's output means under a config's ``flow_prediction``.
+
+    "velocity" (the reference): the output itself. "sample": a clean latent x̂1
+    (:func:`velocity_from_sample`). "skip": the velocity plus x_t, so v = head − x_t; at t = 0
+    the head's target is x1 itself, which the prompt decides, instead of x1 − x0, whose noise
+    part only x_t carries.
+    """
+    if prediction == "velocity":
+        return head
+    if prediction == "sample":
+        return velocity_from_sample(head, x_t, t)
+    if prediction == "skip":
+        return head - x_t
+    raise ValueError(f"unknown flow_prediction {prediction!r}")
+
+
 class FlowMatchSampler:
     """An ODE solver for the flow dx/dt = v(x, t) from t0 to 1 on the shifted time grid.
 

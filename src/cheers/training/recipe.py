@@ -123,6 +123,11 @@ class StageConfig:
     # t of generation targets: α·u / (1 + (α−1)·u), u uniform; α < 1 trains more near noise
     # (the sampler's own shift, 0.5 by default); 1 is uniform.
     time_shift: float = 1.0
+    # Weight of the flow-matching loss against the text loss ("cheers" stages; the paper: 1).
+    image_loss_weight: float = 1.0
+    # This stage's visits per epoch of each [data] file, in order (default: the files' own
+    # weights): a curriculum, e.g. text-to-image first, then understanding mixed in.
+    data_weights: tuple[float, ...] | None = None
     kl_weight: float = 1e-6  # "vae" stages only
 
     def trainable_groups(self) -> tuple[str, ...]:
@@ -329,7 +334,8 @@ class TrainConfig:
 class _Rule:
     """What one field accepts: a kind of value, a range (as a test and in words) and an example."""
 
-    kind: str  # int | float | str | bool | optional_str | betas | trainable | targets | choice
+    kind: str  # int | float | str | bool | optional_str | betas | weights | trainable | targets
+    # | choice
     example: str
     test: Callable[[Any], bool] | None = None
     need: str = ""
@@ -391,6 +397,8 @@ _RULES: dict[str, _Rule] = {
     "time_shift": _Rule(
         "float", "1.0", _positive, "> 0 (1 samples t uniformly, below 1 favours noise)"
     ),
+    "image_loss_weight": _Rule("float", "1.0", _at_least(0), "≥ 0"),
+    "data_weights": _Rule("weights", "[1.0, 0.0]"),
     "kl_weight": _Rule("float", "1e-6", _at_least(0), "≥ 0"),
     # [run]
     "output_dir": _Rule("str", '"runs/cheers"', lambda v: bool(v.strip()), "a non-empty path"),
@@ -492,6 +500,18 @@ def _check_value(value: Any, rule: _Rule, where: str, key: str) -> Any:
         if not all(0 <= b < 1 for b in value):
             raise fail("each beta must be in [0, 1)")
         return (float(value[0]), float(value[1]))
+    if kind == "weights":
+        if value is None:
+            return None
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or not all(_is_number(w) and math.isfinite(w) for w in value)
+        ):
+            raise fail("must be a list of numbers, one per [data] file")
+        if any(w < 0 for w in value) or not any(w > 0 for w in value):
+            raise fail("each weight must be ≥ 0 and at least one > 0")
+        return tuple(float(w) for w in value)
     if kind == "trainable":
         if isinstance(value, list) and all(isinstance(g, str) for g in value) and value:
             return value

@@ -87,7 +87,10 @@ class JointStage(Stage):
         data_config: DataConfig,
     ) -> None:
         super().__init__(config, model)
+        if config.data_weights is not None:
+            data = data.reweighted(config.data_weights)
         self.data, self.tokenizer, self.on_error = data, tokenizer, data_config.bad_samples
+        self.second_weight = config.image_loss_weight
 
     @property
     def source(self) -> TrainingData:
@@ -175,7 +178,8 @@ def make_stages(
     """One :class:`Stage` per configured stage.
 
     Raises:
-        ConfigError: for a ``vae`` stage when the data holds no images.
+        ConfigError: for a ``vae`` stage when the data holds no images, or ``data_weights``
+            that do not give one weight per data file.
     """
     out: list[Stage] = []
     for i, config in enumerate(stages):
@@ -187,6 +191,12 @@ def make_stages(
                     "images; add samples with images to [data] files or remove the stage"
                 )
         else:
+            weights = config.data_weights
+            if weights is not None and len(weights) != len(data.weights):
+                raise ConfigError(
+                    f"stages[{i}] ({config.name!r}) gives {len(weights)} data_weights for "
+                    f"{len(data.weights)} [data] files; give one weight per file, in order"
+                )
             stage = JointStage(config, model, data, tokenizer, data_config)
         out.append(stage)
     return out
