@@ -39,10 +39,10 @@ from gpu_engine import greedy_answer
 from cheers.config import CheersConfig
 from cheers.evaluation.shapes_gen import evaluate_generation
 from cheers.evaluation.shapes_vqa import evaluate_understanding
-from cheers.generation import start_decoding
 from cheers.loading import DEFAULT_MODEL_DIR
 from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline
+from cheers.pipeline.loops import start_decoding
 from cheers.quantization import (
     CONFIG_KEY,
     QuantizeSettings,

@@ -115,7 +115,7 @@ def load_pipeline(
         )
     print(f"loading the model from {source} on {device}…", file=sys.stderr)
     if is_embedded(source):
-        from cheers.demo import SHAPES_ONLY
+        from cheers.evaluation.demo import SHAPES_ONLY
 
         print(SHAPES_ONLY, file=sys.stderr)
     elif device == "cpu" and dtype is None and cpu_has_bfloat16_matrix_units():

@@ -26,7 +26,7 @@ from cheers.modules.projector import UndProjector
 from cheers.modules.vae import VAE, DecoderProjector
 from cheers.modules.vision import VisionTransformer
 from cheers.samplers.base import velocity_from_sample
-from cheers.sampling import apply_guidance
+from cheers.samplers.guidance import apply_guidance
 
 #: How a KV cache stores keys and values (:meth:`Cheers.set_kv_cache`).
 KV_CACHES = ("float", "int4", "int4-naive")
@@ -141,7 +141,7 @@ class Cheers(nn.Module):
         # the dtype the parameters were built in; load_model and to(dtype) set it.
         self.compute_dtype: torch.dtype = torch.get_default_dtype()
         # Where inputs, caches and activations live; None: where lm_head is. Model offload
-        # (cheers.offload) sets it while components travel between devices.
+        # (cheers.transforms.offload) sets it while components travel between devices.
         self.execution_device: torch.device | None = None
         # How the KV caches of generation store keys and values (set_kv_cache).
         self.kv_cache: str = "float"

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cheers import loading
-from cheers.arguments import MAX_NEW_TOKENS
 from cheers.errors import CheersError
+from cheers.pipeline.arguments import MAX_NEW_TOKENS
 from cheers.samplers import DEFAULTS, SAMPLERS
 
 if TYPE_CHECKING:

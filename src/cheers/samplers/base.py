@@ -23,7 +23,7 @@ from typing import ClassVar
 import torch
 
 from cheers.errors import SamplerError
-from cheers.sampling import timesteps as shifted_grid
+from cheers.samplers.schedule import timesteps as shifted_grid
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from cheers.data.examples import (
 from cheers.errors import DataError
 from cheers.model import Cheers
 from cheers.samplers import noise
-from cheers.sampling import time_shift as shift_time
+from cheers.samplers.schedule import time_shift as shift_time
 from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, omni_mask, splice
 from cheers.tokenizer import CheersTokenizer
 

@@ -4,7 +4,7 @@ A row is a prompt's token ids (made by the chat template, images as ``<image>`` 
 LLM tokens of its images and an optional causal prefix (the reference's dummy image in front of
 image-less requests). :class:`InputBuilder` makes those rows for text-to-image, editing,
 understanding and chat requests and embeds them (:func:`cheers.sequence.splice`); the loops of
-:mod:`cheers.image_generation` and :mod:`cheers.text_generation` prefill and run them.
+:mod:`cheers.pipeline.drawing` and :mod:`cheers.pipeline.answering` prefill and run them.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from cheers.arguments import as_list
 from cheers.errors import ContextLengthError, PromptError
 from cheers.image import ImageInput, make_dummy_image, preprocess_understanding
 from cheers.model import Cheers
+from cheers.pipeline.arguments import as_list
 from cheers.sequence import IMAGE_PLACEHOLDER, splice, unconditional_ids
 from cheers.tokenizer import CheersTokenizer
 

@@ -1,6 +1,6 @@
 """Independent text requests decoded in one batch, each with its own settings.
 
-:func:`cheers.generation.decode_from` decodes a batch with one temperature, one top-p, one
+:func:`cheers.pipeline.loops.decode_from` decodes a batch with one temperature, one top-p, one
 token budget and one generator, which is right for one caller's list of questions but not for a
 server that puts unrelated requests side by side: each of those must get exactly the answer it
 would get alone. Here every row keeps its own budget, temperature, top-p and generator (the
@@ -16,10 +16,9 @@ from typing import Literal
 
 import torch
 
-from cheers.generation import DecodeState
 from cheers.image import ImageInput
 from cheers.model import Cheers
-from cheers.sampling import sample_token
+from cheers.pipeline.loops import DecodeState, sample_token
 
 
 @dataclass

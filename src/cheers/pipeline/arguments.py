@@ -172,6 +172,13 @@ def check_sampling(
         )
 
 
+def check_strength(strength: Any) -> None:
+    """An edit's strength: the share of noise it starts from, in (0, 1]."""
+    check_number(strength, "strength")
+    if not 0.0 < strength <= 1.0:
+        raise CheersError(f"strength must be in (0, 1], got {strength}")
+
+
 def check_decoding(max_new_tokens: Any, temperature: Any, top_p: Any, stream: Any) -> None:
     """The text-generation arguments of understand and chat, before any model work.
 
