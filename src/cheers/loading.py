@@ -50,12 +50,12 @@ def is_embedded(model: str | Path | None) -> bool:
     return Path(model).resolve() == DEFAULT_MODEL_DIR.resolve()
 
 
-def resolve_device(device: str | None) -> str:
+def parse_device_flag(device: str | None) -> str:
     """``--device``: ``cpu``, ``cuda`` or ``cuda:N`` (``None`` picks cuda when there is a GPU),
     checked against this machine by the library's one resolver, ``checkpoint.resolve_device``."""
     import torch
 
-    from cheers.checkpoint import resolve_device as library_resolve_device
+    from cheers.checkpoint import resolve_device
     from cheers.errors import CheckpointError
 
     if device is None:
@@ -63,7 +63,7 @@ def resolve_device(device: str | None) -> str:
     if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
         raise CheersError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     try:
-        library_resolve_device(device)
+        resolve_device(device)
     except CheckpointError as err:
         raise CheersError(f"--device {device}: {err}") from err
     return device
@@ -102,7 +102,7 @@ def load_pipeline(
 
     source = model if model is not None else str(default_model_path())
     adapter = None if lora is None else parse_lora_spec(lora)  # fails before the slow load
-    device = resolve_device(device)
+    device = parse_device_flag(device)
     if offload and device == "cpu":
         raise CheersError(
             "--offload moves parts of the model to a GPU when they run; on the CPU the model "

@@ -25,7 +25,6 @@ from cheers.evaluation.command import EvalCommand, finish_report, report_target
 from cheers.evaluation.common import (
     EvalSample,
     accuracy_counts,
-    check_positive,
     check_seed,
     check_steps,
     describe,
@@ -36,6 +35,7 @@ from cheers.evaluation.common import (
 )
 from cheers.evaluation.protocol import EditingPipeline
 from cheers.evaluation.settings import SETTINGS
+from cheers.pipeline.arguments import check_positive
 from cheers.samplers import DEFAULTS
 from cheers.shapes import EDIT_KINDS, EditPair, detect, render
 from cheers.shapes.dataset import benchmark_edits

@@ -22,11 +22,11 @@ from cheers.evaluation.command import EvalCommand, finish_report, report_target
 from cheers.evaluation.common import (
     EvalSample,
     accuracy_counts,
-    check_positive,
     check_seed,
     rate,
 )
 from cheers.evaluation.protocol import UnderstandingPipeline
+from cheers.pipeline.arguments import check_positive
 from cheers.shapes import QUESTION_TYPES, QuestionSpec, score_answer, score_questions
 from cheers.shapes.dataset import QuestionRecord, benchmark_questions, heldout_questions
 from cheers.shapes.render import DEFAULT_CANVAS

@@ -68,12 +68,12 @@ class CheersLmmsEval(_Base):
 
     def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
         raise CheersError(
-            "cheers' lmms-eval adapter answers generation tasks (generate_until) only; choose "
+            "cheers' lmms-eval integration answers generation tasks (generate_until) only; choose "
             "tasks whose output_type is generate_until"
         )
 
     def generate_until_multi_round(self, requests: list[Any]) -> list[str]:
-        raise CheersError("multi-round lmms-eval tasks are not supported by cheers' adapter")
+        raise CheersError("multi-round lmms-eval tasks are not supported by cheers' integration")
 
 
 __all__ = ["CheersLmmsEval"]

@@ -18,7 +18,7 @@ from cheers.errors import CheersError
 from cheers.image import load_image
 from cheers.integrations.common import answer, load
 
-try:  # the harness is optional: without it the adapter is a plain class with the same methods
+try:  # the harness is optional: without it the integration is a plain class with the same methods
     from vlmeval.vlm.base import BaseModel as _Base
 except ImportError:  # pragma: no cover - depends on what is installed
     _Base = object
