@@ -154,7 +154,7 @@ def observe(
     handles = []
 
     def accumulate(name: str, width: int):
-        def hook(module: nn.Module, args: tuple) -> None:
+        def hook(_module: nn.Module, args: tuple) -> None:
             x = args[0].detach().reshape(-1, width).float()
             if name not in seen.hessians:
                 seen.hessians[name] = torch.zeros(width, width, device=x.device)
@@ -165,7 +165,7 @@ def observe(
         return hook
 
     def record(block: str):
-        def hook(module: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
+        def hook(_module: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
             seen.block_calls.setdefault(block, []).append((args, kwargs, out.detach()))
 
         return hook

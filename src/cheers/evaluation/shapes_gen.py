@@ -97,7 +97,7 @@ class ShapesGen:
         """Prompts per call: ``images_per_call`` rounded down to whole prompts (at least 1)."""
         return max(1, self.images_per_call // self.images_per_prompt)
 
-    def done(self, item: object) -> bool:
+    def done(self, item: object) -> bool:  # noqa: ARG002 - the Benchmark interface
         return False  # the report is written whole, at the end: every item runs
 
     def items(self) -> list[Prompt]:
@@ -196,7 +196,10 @@ class ShapesGen:
         }
 
     def aggregate(
-        self, items: Sequence[Prompt], records: list[dict[str, Any]], timings: Timings
+        self,
+        items: Sequence[Prompt],  # noqa: ARG002 - the Benchmark interface
+        records: list[dict[str, Any]],
+        timings: Timings,
     ) -> dict[str, Any]:
         main_items = [it for it in records if not it["heldout"]]
         held_items = [it for it in records if it["heldout"]]

@@ -69,7 +69,7 @@ class ShapesVQA:
         if self.heldout:
             check_positive(self.n_heldout, "n_heldout")
 
-    def done(self, item: object) -> bool:
+    def done(self, item: object) -> bool:  # noqa: ARG002 - the Benchmark interface
         return False  # the report is written whole, at the end: every item runs
 
     def items(self) -> list[Asked]:
@@ -111,7 +111,7 @@ class ShapesVQA:
             [sample],
         )
 
-    def settings(self, pipe: Any) -> dict[str, Any]:
+    def settings(self, pipe: Any) -> dict[str, Any]:  # noqa: ARG002 - the Benchmark interface
         return {
             "seed": self.seed,
             "n": self.n,

@@ -50,7 +50,7 @@ def token_streamer(
     ids: list[list[int]] = [[] for _ in range(rows)]
     shown = [""] * rows
 
-    def on_token(step: int, token: torch.Tensor) -> None:
+    def on_token(_step: int, token: torch.Tensor) -> None:
         pieces = []
         for r, tok in enumerate(token.tolist()):
             if tok not in (special.eos, special.pad) and (not ids[r] or ids[r][-1] != special.eos):
@@ -80,7 +80,7 @@ def generate_text(
     prefills the rows and begins their decoding (:data:`cheers.pipeline.loops.StartDecoding`);
     rows estimated not to fit ``budget`` are refused before the prefill."""
     model, special = inputs.model, inputs.special
-    gen = to_generator(generator, inputs.device)
+    gen = to_generator(generator)
     ids, images, prefixes = zip(*requests, strict=True)
     batch = left_pad(inputs.sequences(ids, images, prefixes))
     context = model.config.text_config.max_position_embeddings
@@ -128,7 +128,7 @@ def answer_requests(
                 f"{len(req.images)} are given; put one {IMAGE_IN_PROMPT} per image"
             )
         rows.append(ids)
-    generators = [to_generator(req.seed, inputs.device) for req in requests]
+    generators = [to_generator(req.seed) for req in requests]
     flat = [im for req in requests for im in req.images]
     if budget is not None:
         # An image marker becomes the image's tokens; a request without images gets a dummy.

@@ -48,8 +48,8 @@ def to_generators(generator: Generators, n: int) -> list[torch.Generator | None]
                 f"generator is a list of {len(generator)} but the request makes {n} images; "
                 "pass one generator (or seed) per image, or a single one"
             )
-        return [to_generator(g, torch.device("cpu")) for g in generator]
-    return [to_generator(generator, torch.device("cpu"))]
+        return [to_generator(g) for g in generator]
+    return [to_generator(generator)]
 
 
 def check_output_type(output_type: str) -> None:
@@ -57,7 +57,8 @@ def check_output_type(output_type: str) -> None:
         raise CheersError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
 
 
-def to_generator(generator: GeneratorLike, device: torch.device) -> torch.Generator | None:
+def to_generator(generator: GeneratorLike) -> torch.Generator | None:
+    """A generator, or a CPU one seeded with ``generator`` (the same draws on every device)."""
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, int) and not isinstance(generator, bool):

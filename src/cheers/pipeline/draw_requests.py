@@ -108,7 +108,7 @@ def drawing_start(
             "draw() takes requests that all have a source (edits) or none (drawings from "
             "noise) in one call: they sample different time grids; split them into two calls"
         )
-    generators = [to_generator(req.seed, torch.device("cpu")) for req in requests]
+    generators = [to_generator(req.seed) for req in requests]
     rows = draw_rows(inputs, requests, generators)
     x = initial_noise(inputs.model, len(requests), None, generators)
     if not all(edits):

@@ -327,7 +327,7 @@ class CheersPipeline(PipelineSetup):
             and isinstance(messages[0], Mapping)
         )
         conversations = [messages] if single else list(messages)
-        gen = to_generator(generator, self.device)
+        gen = to_generator(generator)
         rows = self.inputs.chat_rows(conversations, dummy_image, gen)
         answers = generate_text(
             self.inputs,

@@ -43,7 +43,7 @@ class StaticDecodeState(DecodeState):
     step: Callable[..., torch.Tensor] = field(default=None)  # (token, positions, slot, mask)
     copy_logits: bool = False  # a CUDA graph's output is overwritten by its next replay
 
-    def advance(self, model: Cheers, token: torch.Tensor) -> None:
+    def advance(self, model: Cheers, token: torch.Tensor) -> None:  # noqa: ARG002 - DecodeState.advance
         """Feed ``token`` (B,) at the next slot and move to the logits of the one after it."""
         if self.start >= self.cache.max_len:
             raise ValueError(f"KV cache overflow: it holds {self.cache.max_len} positions")

@@ -148,7 +148,7 @@ class RowStreamer:
         self._ids: list[list[int]] = [[] for _ in range(rows)]
         self._shown = [""] * rows
 
-    def __call__(self, step: int, tokens: torch.Tensor, active: list[bool]) -> None:
+    def __call__(self, step: int, tokens: torch.Tensor, active: list[bool]) -> None:  # noqa: ARG002 - RowTokenCallback
         pieces: list[str | None] = []
         for r, tok in enumerate(tokens.tolist()):
             if not active[r] or tok in self._stops[r]:

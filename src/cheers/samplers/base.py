@@ -120,7 +120,10 @@ class FlowMatchSampler:
 
     # ---------------------------------------------------------------- stepping
     def step(
-        self, velocity: torch.Tensor, t: torch.Tensor | float, sample: torch.Tensor
+        self,
+        velocity: torch.Tensor,
+        t: torch.Tensor | float,  # noqa: ARG002 - diffusers' step(model_output, timestep, sample)
+        sample: torch.Tensor,
     ) -> torch.Tensor:
         """The sample after the velocity ``velocity`` evaluated at ``sample`` and time ``t``
         (the current entry of ``timesteps``)."""

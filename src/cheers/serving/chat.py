@@ -148,7 +148,7 @@ async def chat_completions(request: Request) -> Response:
     except ClientGone:
         return Response(status_code=499)
     usage = body.stream_options is not None and body.stream_options.include_usage
-    events = sse(state, request, job, first, ident, created, usage)
+    events = sse(state, job, first, ident, created, usage)
     return StreamingResponse(events, media_type="text/event-stream")
 
 
@@ -173,7 +173,6 @@ def completion(ident: str, created: int, model: str, answer: TextAnswer) -> Chat
 
 async def sse(
     state: ServerState,
-    request: Request,
     job: Job,
     first: Any,
     ident: str,

@@ -82,7 +82,7 @@ class PipelineRunner:
         self.pipeline = pipeline
         self.splits = 0  # batches split because they did not fit in memory
 
-    def on_split(self, n: int) -> None:
+    def on_split(self, n: int) -> None:  # noqa: ARG002 - split_to_fit's on_split(n)
         self.splits += 1
 
     def __call__(self, key: Hashable, jobs: list[Job]) -> list[Any]:
