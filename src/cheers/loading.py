@@ -28,6 +28,12 @@ LORA_FLAG_HELP = (
 #: Where the model shipped inside the package lives; used when no model is named.
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 
+#: What the embedded model can do (said when it loads, and in the demo's page).
+SHAPES_ONLY = (
+    "The embedded model is tiny and knows only the Shapes world: circles, squares and "
+    "triangles in six colours. Pass --model with the released Cheers for anything else."
+)
+
 
 def default_model_path() -> Path:
     """The folder of the model embedded in the package, used when ``--model`` is omitted.
@@ -115,8 +121,6 @@ def load_pipeline(
         )
     print(f"loading the model from {source} on {device}…", file=sys.stderr)
     if is_embedded(source):
-        from cheers.evaluation.demo import SHAPES_ONLY
-
         print(SHAPES_ONLY, file=sys.stderr)
     elif device == "cpu" and dtype is None and cpu_has_bfloat16_matrix_units():
         print(
