@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         _follow_allocations()
     pipe = build(args.preset, args.device, getattr(torch, args.dtype))
     device, config, dtype = pipe.device, pipe.model.config, pipe.model.dtype
-    pipe.memory = memory.MemoryBudget(free=lambda d: None)  # measure, never refuse
+    pipe.memory = memory.MemoryBudget(free=lambda _device: None)  # measure, never refuse
     results = []
     prompt_tokens = len(pipe.inputs.generation_ids(PROMPT)) + config.tokens_per_image  # dummy
     peak(device, lambda: pipe(PROMPT, num_inference_steps=2, generator=0))  # warm-up
