@@ -23,7 +23,7 @@ import torch
 
 from cheers.errors import PromptError
 from cheers.image import ImageInput
-from cheers.pipeline.arguments import to_generator
+from cheers.pipeline.arguments import latent_grid, to_generator
 from cheers.pipeline.drawing import initial_noise
 from cheers.pipeline.llm_inputs import IMAGE_IN_PROMPT, ImageRows, InputBuilder
 from cheers.samplers import noise
@@ -96,10 +96,14 @@ def draw_rows(
 
 
 def drawing_start(
-    inputs: InputBuilder, requests: Sequence[DrawRequest], strength: float
+    inputs: InputBuilder,
+    requests: Sequence[DrawRequest],
+    strength: float,
+    size: tuple[int, int] | None = None,
 ) -> tuple[ImageRows, torch.Tensor, float]:
     """The rows, the starting latents and the start time of the requests' drawings (one batch:
-    all edits, starting from their sources at t0 = 1 − ``strength``, or all from noise)."""
+    all edits, starting from their sources at t0 = 1 − ``strength``, or all from noise), of
+    ``size`` = (height, width) pixels (``None``: native)."""
     if not requests:
         raise PromptError("draw() got no requests; pass at least one DrawRequest")
     edits = [req.source is not None for req in requests]
@@ -110,9 +114,11 @@ def drawing_start(
         )
     generators = [to_generator(req.seed) for req in requests]
     rows = draw_rows(inputs, requests, generators)
-    x = initial_noise(inputs.model, len(requests), None, generators)
+    config = inputs.model.config
+    grid = None if size is None else latent_grid(config, size)
+    x = initial_noise(inputs.model, len(requests), None, generators, grid)
     if not all(edits):
         return rows, x, 0.0
     t0 = 1.0 - strength
-    x1 = inputs.model.encode_latent(inputs.pixels([req.source for req in requests]))
+    x1 = inputs.model.encode_latent(inputs.pixels([req.source for req in requests], size))
     return rows, noise(x1.float(), x, t0), t0

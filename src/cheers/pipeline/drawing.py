@@ -22,7 +22,7 @@ from cheers.model import Cheers
 from cheers.pipeline import memory
 from cheers.pipeline.arguments import ImagePipelineOutput, OutputType, StepEndCallback, check_finite
 from cheers.pipeline.llm_inputs import ImageRows, InputBuilder
-from cheers.pipeline.loops import StepEnd, prefill, sample_latents
+from cheers.pipeline.loops import StepEnd, image_token_count, prefill, sample_latents
 from cheers.samplers import FlowMatchSampler, StepCache, get_sampler
 from cheers.sequence import left_pad
 
@@ -43,14 +43,19 @@ class FlowSettings:
 
 
 def check_image_memory(
-    model: Cheers, budget: memory.MemoryBudget, images: int, guided: bool, prompt_tokens: int
+    model: Cheers,
+    budget: memory.MemoryBudget,
+    images: int,
+    guided: bool,
+    prompt_tokens: int,
+    size: tuple[int, int] | None = None,
 ) -> None:
-    """Refuse a call of ``images`` images that cannot fit (:mod:`cheers.pipeline.memory`),
-    saying how many would."""
+    """Refuse a call of ``images`` images (of ``size``; ``None``: native) that cannot fit
+    (:mod:`cheers.pipeline.memory`), saying how many would."""
 
     def need(n: int) -> memory.MemoryEstimate:
         return memory.image_call(
-            model.config, model.dtype, n, guided=guided, prompt_tokens=prompt_tokens
+            model.config, model.dtype, n, guided=guided, prompt_tokens=prompt_tokens, size=size
         )
 
     fits = budget.rows_that_fit(need, images, model.device)
@@ -70,11 +75,14 @@ def initial_noise(
     n: int,
     latents: torch.Tensor | None,
     generators: Sequence[torch.Generator | None],
+    grid: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """The starting noise of ``n`` images: the checked ``latents``, or drawn from
-    ``generators`` (one shared, or one per image) on their device."""
+    """The starting noise of ``n`` images on the latent ``grid`` (rows, columns; ``None``:
+    native): the checked ``latents``, or drawn from ``generators`` (one shared, or one per
+    image) on their device."""
     cfg = model.config
-    shape = (n, cfg.latent_channels, cfg.grid_size, cfg.grid_size)
+    rows, columns = (cfg.grid_size, cfg.grid_size) if grid is None else grid
+    shape = (n, cfg.latent_channels, rows, columns)
     if latents is not None:
         if not isinstance(latents, torch.Tensor):
             raise CheersError(
@@ -84,7 +92,7 @@ def initial_noise(
         if tuple(latents.shape) != shape:
             raise CheersError(
                 f"latents have shape {tuple(latents.shape)} but this request needs {shape} "
-                "(images × latent channels × grid × grid)"
+                "(images × latent channels × grid rows × grid columns)"
             )
         if not bool(torch.isfinite(latents).all()):
             raise CheersError(
@@ -92,7 +100,7 @@ def initial_noise(
             )
         return latents.to(model.device, torch.float32)
     if len(generators) == n and n > 1:  # one generator per image
-        return torch.cat([initial_noise(model, 1, None, [g]) for g in generators])
+        return torch.cat([initial_noise(model, 1, None, [g], grid) for g in generators])
     generator = generators[0]
     device = generator.device if generator is not None else torch.device("cpu")
     x0 = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
@@ -137,7 +145,7 @@ def sample_images(
         seqs += inputs.sequences(uncond, rows.images, rows.prefixes)
     batch = left_pad(seqs)
     model = inputs.model
-    p = model.tokens_per_image
+    p = image_token_count(model, x)
     inputs.check_context(int(batch.lengths.max()), p)
     prefix = prefill(model, batch, room=p)
     check_finite(prefix.hidden[:, -1], "the prompt's hidden states")

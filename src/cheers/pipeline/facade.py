@@ -31,11 +31,13 @@ from cheers.pipeline.arguments import (
     as_image_list,
     as_list,
     check_decoding,
+    check_image_size,
     check_messages,
     check_output_type,
     check_positive,
     check_sampling,
     check_strength,
+    latent_grid,
     match_images,
     to_generator,
     to_generators,
@@ -76,6 +78,8 @@ class CheersPipeline(PipelineSetup):
         guidance_interval: tuple[float, float] | None = None,
         step_cache: StepCache | None = None,
         num_images_per_prompt: int = 1,
+        height: int | None = None,
+        width: int | None = None,
         generator: Generators = None,
         latents: torch.Tensor | None = None,
         dummy_image: ImageInput | bool | None = None,
@@ -103,9 +107,16 @@ class CheersPipeline(PipelineSetup):
             step_cache: a :class:`~cheers.samplers.StepCache` that predicts some velocities
                 instead of evaluating the model.
             num_images_per_prompt: images for each prompt (different noise).
+            height: the images' height in pixels, a multiple of the latent patch × token merge
+                (32 for the released model); ``None``: the model's native size (512 for the
+                released model, the only size the reference makes). Any aspect ratio; the
+                ViT's position table is resized (bicubic) to the grid, as the reference does
+                above 512 px.
+            width: the images' width, as ``height``.
             generator: a ``torch.Generator`` or an integer seed, for reproducible results, or
                 a list of them, one per image.
-            latents: initial noise (B·num_images_per_prompt, 4z, G, G) instead of drawing it.
+            latents: initial noise (B·num_images_per_prompt, 4z, H/16, W/16) instead of drawing
+                it (16: the latent patch of the released model).
             dummy_image: ``True`` encodes a random noise image in front of the prompt, as the
                 reference does for requests without an image (what the released model was run
                 with); an image uses that one instead (for exact comparisons); ``False`` drops
@@ -142,6 +153,7 @@ class CheersPipeline(PipelineSetup):
             step_end_hook(self, callback_on_step_end),
         )
         check_output_type(output_type)
+        size = check_image_size(height, width, self.model.config)
         gens = to_generators(generator, len(prompts) * num_images_per_prompt)
         rows = self.inputs.text_to_image_rows(
             prompts, negative_prompt, num_images_per_prompt, dummy_image, gens
@@ -149,8 +161,10 @@ class CheersPipeline(PipelineSetup):
         extra = self.model.tokens_per_image if any(p is not None for p in rows.prefixes) else 0
         longest = max(len(ids) for ids in [*rows.ids, *(rows.negatives or [])])
         guided = guidance_scale is not None
-        check_image_memory(self.model, self.memory, len(rows.ids), guided, longest + extra)
-        x = initial_noise(self.model, len(rows.ids), latents, gens)
+        images = len(rows.ids)
+        check_image_memory(self.model, self.memory, images, guided, longest + extra, size)
+        grid = latent_grid(self.model.config, size)
+        x = initial_noise(self.model, images, latents, gens, grid)
         return draw(self.inputs, rows, x, settings, 0.0, output_type, return_dict)
 
     # --------------------------------------------------------------- editing
@@ -167,6 +181,8 @@ class CheersPipeline(PipelineSetup):
         sampler: str | FlowMatchSampler | None = None,
         guidance_interval: tuple[float, float] | None = None,
         step_cache: StepCache | None = None,
+        height: int | None = None,
+        width: int | None = None,
         generator: Generators = None,
         latents: torch.Tensor | None = None,
         output_type: OutputType = "pil",
@@ -180,7 +196,9 @@ class CheersPipeline(PipelineSetup):
         The source is in the prompt (understanding path) and sampling starts from
         ``(1−strength)·x1(source) + strength·noise`` at t0 = 1 − strength with
         ``int(strength·num_inference_steps)`` steps (the reference uses strength 0.9).
-        ``latents`` replaces the noise. Other arguments as in :meth:`text_to_image`.
+        ``latents`` replaces the noise. The result is ``height`` × ``width`` (native when left
+        out): the source is letterboxed to that canvas, as the reference letterboxes it to R×R.
+        Other arguments as in :meth:`text_to_image`.
         """
         instructions = as_list(instruction, "instruction")
         images = match_images(image, len(instructions))
@@ -208,17 +226,19 @@ class CheersPipeline(PipelineSetup):
         )
         check_strength(strength)
         check_output_type(output_type)
+        size = check_image_size(height, width, self.model.config)
+        grid = latent_grid(self.model.config, size)
         t0 = 1.0 - strength
         gens = to_generators(generator, len(instructions))
         longest = max(len(self.inputs.generation_ids(text)) for text in instructions)
-        tokens = longest + self.model.tokens_per_image
-        check_image_memory(
-            self.model, self.memory, len(instructions), guidance_scale is not None, tokens
-        )
-        pixels = self.inputs.pixels([im for group in images for im in group])
+        k = self.model.config.token_merge
+        tokens = longest + (grid[0] // k) * (grid[1] // k)  # the source's tokens
+        guided = guidance_scale is not None
+        check_image_memory(self.model, self.memory, len(instructions), guided, tokens, size)
+        pixels = self.inputs.pixels([im for group in images for im in group], size)
         x1 = self.model.encode_latent(pixels)
         rows = self.inputs.edit_rows(instructions, self.model.image_tokens(x1).tokens)
-        x0 = initial_noise(self.model, len(instructions), latents, gens)
+        x0 = initial_noise(self.model, len(instructions), latents, gens, grid)
         x = noise(x1.float(), x0, t0)
         return draw(self.inputs, rows, x, settings, t0, output_type, return_dict)
 
@@ -232,6 +252,8 @@ class CheersPipeline(PipelineSetup):
         time_shift: float = DEFAULTS.time_shift,
         strength: float = DEFAULTS.edit_strength,
         sampler: str | FlowMatchSampler | None = None,
+        height: int | None = None,
+        width: int | None = None,
         output_type: OutputType = "pil",
         return_dict: bool = True,
         progress: bool = False,
@@ -248,10 +270,11 @@ class CheersPipeline(PipelineSetup):
         )
         check_strength(strength)
         check_output_type(output_type)
+        size = check_image_size(height, width, self.model.config)
         settings = FlowSettings(
             num_inference_steps, guidance_scale, time_shift, sampler, None, None, progress, callback
         )
-        rows, x, t0 = drawing_start(self.inputs, requests, strength)
+        rows, x, t0 = drawing_start(self.inputs, requests, strength, size)
         return draw(self.inputs, rows, x, settings, t0, output_type, return_dict)
 
     # ---------------------------------------------------------- understanding

@@ -63,8 +63,13 @@ class InputBuilder:
         keep = {self.special.im_start, self.special.im_end, self.special.image, IMAGE_PLACEHOLDER}
         return unconditional_ids(ids, keep, self.special.no_mean)
 
-    def pixels(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        batch = [preprocess_understanding(im, self.model.config.image_size) for im in images]
+    def pixels(
+        self, images: Sequence[ImageInput], size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """``images`` letterboxed to the model's R×R (the understanding geometry, §2), or to
+        ``size`` = (height, width): the source of an edit at another size."""
+        canvas = self.model.config.image_size if size is None else size
+        batch = [preprocess_understanding(im, canvas) for im in images]
         return torch.stack(batch).to(self.device)
 
     def dummy_tokens(

@@ -51,14 +51,23 @@ def prefill(model: Cheers, batch: Batch, room: int, cache: KVCache | None = None
     return Prefix(batch, cache, hidden)
 
 
+def image_token_count(model: Cheers, latents: torch.Tensor) -> int:
+    """P, the LLM tokens of one image on the grid of ``latents`` (…, G_h, G_w): one per
+    k×k cell (k the token merge), so the native grid gives ``model.tokens_per_image``."""
+    k = model.config.token_merge
+    return (latents.shape[-2] // k) * (latents.shape[-1] // k)
+
+
 def flow_context(
     model: Cheers,
     prefix: Prefix,
     batch_size: int,
     guidance_scale: float | None = None,
     guidance_interval: tuple[float, float] | None = None,
+    tokens: int | None = None,
 ) -> FlowContext:
-    """Where the P image tokens of x_t go after a prefilled prompt of B (or 2B guided) rows."""
+    """Where the P image tokens of x_t go after a prefilled prompt of B (or 2B guided) rows
+    (``tokens`` = P; ``None``: the native image's)."""
     rows = prefix.batch.valid.shape[0]
     if rows != batch_size * (1 if guidance_scale is None else 2):
         raise ValueError(
@@ -70,7 +79,7 @@ def flow_context(
         raise SamplerError(
             f"guidance_interval must be (lo, hi) with 0 ≤ lo ≤ hi ≤ 1, got {guidance_interval!r}"
         )
-    p = model.tokens_per_image
+    p = model.tokens_per_image if tokens is None else tokens
     device = prefix.batch.valid.device
     positions = prefix.batch.lengths[:, None] + torch.arange(p, device=device)
     mask = appended_block_mask(prefix.batch.valid, p)
@@ -122,7 +131,8 @@ def sample_latents(
     else:
         sampler = EulerSampler()
         sampler.set_grid(times)
-    context = flow_context(model, prefix, x.shape[0], guidance_scale, guidance_interval)
+    tokens = image_token_count(model, x)
+    context = flow_context(model, prefix, x.shape[0], guidance_scale, guidance_interval, tokens)
     if step_cache is not None:
         step_cache.reset()
 
