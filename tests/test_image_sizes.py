@@ -107,3 +107,22 @@ def test_layouts_unfold_a_non_square_grid_row_major():
     assert merged.shape == (1, 2, 4)
     assert merged[0, 1].tolist() == [2.0, 3.0, 6.0, 7.0]
     assert torch.equal(unmerge_tokens(merged, 2), x)
+
+
+def test_the_cli_makes_the_size_asked_for(tmp_path, capsys):
+    from cheers.cli import main
+
+    out = tmp_path / "wide.png"
+    code = main(["generate", "a red circle", "--size", "80x48", "--steps", "2", "--seed", "0",
+                 "--no-progress", "--out", str(out)])  # fmt: skip
+    assert code == 0 and Image.open(out).size == (80, 48)
+    tall = tmp_path / "tall.png"
+    code = main(["edit", str(out), "-i", "make it blue", "--height", "80", "--width", "48",
+                 "--steps", "4", "--seed", "0", "--no-progress", "--out", str(tall)])  # fmt: skip
+    assert code == 0 and Image.open(tall).size == (48, 80)
+    capsys.readouterr()
+    code = main(["generate", "x", "--size", "50x48", "--steps", "2", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "error:" in err and "width 50" in err and "Traceback" not in err
+    code = main(["generate", "x", "--size", "48x48", "--height", "48", "--out", str(out)])
+    assert code == 2 and "not both" in capsys.readouterr().err

@@ -208,7 +208,7 @@ def check_image_size(height: Any, width: Any, config: Any) -> tuple[int, int]:
             raise CheersError(
                 f"{name} {value} is not a size this model can make: each side must be a "
                 f"multiple of {unit} px (its latent patch × token merge) from {unit} to "
-                f"{largest}; the nearest are {nearest} (the native size is {native})"
+                f"{largest}; the nearest are {nearest} (the native size is {native}x{native})"
             )
         sides.append(value)
     return sides[0], sides[1]

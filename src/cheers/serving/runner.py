@@ -49,6 +49,8 @@ class ImageSettings:
     guidance_scale: float
     strength: float | None = None  # edits (and drawings that edit) only
     negative: bool = False  # generations: whether the unconditional rows are a negative prompt
+    height: int | None = None  # None: the model's native size
+    width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ class PipelineRunner:
             "num_inference_steps": settings.num_inference_steps,
             "guidance_scale": settings.guidance_scale,
             "generator": [seed for _, seed in rows],
+            "height": settings.height,
+            "width": settings.width,
         }
         if settings.kind == "edit":
             sources = [w.source for w, _ in rows]
