@@ -39,21 +39,19 @@ from gpu_engine import greedy_answer
 from cheers.config import CheersConfig
 from cheers.evaluation.shapes_gen import evaluate_generation
 from cheers.evaluation.shapes_vqa import evaluate_understanding
-from cheers.generation import start_decoding
 from cheers.loading import DEFAULT_MODEL_DIR
 from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline
+from cheers.pipeline.loops import start_decoding
 from cheers.quantization import (
-    CONFIG_KEY,
     QuantizeSettings,
     calibration_batches,
     config_entry,
     quantize_model,
-    restore_structure,
 )
 from cheers.sequence import left_pad
 from cheers.shapes.dataset import iter_split, write_split
-from cheers.transforms.lowbit import DEFAULT_LOWBIT_GROUPS
+from cheers.transforms.lowbit import CONFIG_KEY, DEFAULT_LOWBIT_GROUPS, restore_structure
 from cheers.transforms.quantize import quantize_int8, weight_bytes
 from cheers.transforms.targets import linear_targets
 

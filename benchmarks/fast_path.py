@@ -69,7 +69,7 @@ def run(pipe: CheersPipeline, prompts, noise, steps: int, options: dict):
         num_inference_steps=steps,
         latents=noise,
         output_type="pt",
-        callback=lambda k, n: calls.append(k),
+        callback=lambda k, _n: calls.append(k),
         **options,
     )
     seconds = time.perf_counter() - start

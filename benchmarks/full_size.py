@@ -130,7 +130,7 @@ def measure(folder: Path, mode: str, tokens: int, generation: bool = True) -> di
         guidance_scale=9.5,
         generator=0,
         output_type="latent",
-        callback=lambda k, n: stamps.append(time.perf_counter()),
+        callback=lambda _k, _n: stamps.append(time.perf_counter()),
     )
     out["t2i_call_s"] = time.perf_counter() - start  # prompt + dummy image + 2 steps
     out["t2i_step_s"] = stamps[1] - stamps[0]

@@ -15,7 +15,7 @@ that never stop at EOS) and peak GPU memory. The modes build on one model in tur
   one graph serves every layer of a shape), which covers the denoising step and decoding;
 - ``graphs``: also text decoding with static shapes over a cache kept between requests, its
   step compiled whole with ``mode="reduce-overhead"`` (CUDA graphs, recorded once;
-  ``pipe.enable_static_decoding``, :mod:`cheers.static_decoding`).
+  ``pipe.enable_static_decoding``, :mod:`cheers.pipeline.static_decoding`).
 
 The first run of each mode is a warm-up (compilation) and is not timed. ``--profile MODE``
 profiles one short text-to-image call and a short decode after that mode's figures: the
@@ -41,9 +41,9 @@ import numpy as np
 import torch
 
 from cheers.config import CheersConfig
-from cheers.generation import decode_from
 from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline
+from cheers.pipeline.loops import decode_from
 from cheers.sequence import left_pad
 from cheers.tokenizer import CheersTokenizer
 from cheers.transforms.channels_last import convolutions_channels_last

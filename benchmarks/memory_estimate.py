@@ -1,4 +1,4 @@
-"""Is cheers.memory's estimate an upper bound of what a call allocates, and how close?
+"""Is cheers.pipeline.memory's estimate an upper bound of what a call allocates, and how close?
 
     python benchmarks/memory_estimate.py --device cuda [--json OUT]   # the released size
     python benchmarks/memory_estimate.py --preset measurement --dtype float32 --device cpu
@@ -8,7 +8,7 @@ Builds a preset (``official``: 2.57 B parameters; ``measurement``: the 128-px co
 benchmarks/engine.py; ``tiny``) with random weights, then for text-to-image calls of 1, 4 and 16
 images (guidance 9.5, 2 steps, PIL output) and for image questions of 1 and 8 rows (16 new
 tokens) prints the peak memory the call allocated beyond what was allocated before it, the
-estimate of :mod:`cheers.memory` and their ratio. The peak is the allocator's on CUDA
+estimate of :mod:`cheers.pipeline.memory` and their ratio. The peak is the allocator's on CUDA
 (``torch.cuda.max_memory_allocated``) and, on a CPU, the growth of the process's resident peak
 (VmHWM, reset before each call through ``/proc/self/clear_refs``), with glibc told to map
 every block over 64 KiB on its own and to return freed memory at once (``mallopt``), so that
@@ -95,7 +95,7 @@ def peak(device: torch.device, call) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cheers import memory
+    from cheers.pipeline import memory
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         _follow_allocations()
     pipe = build(args.preset, args.device, getattr(torch, args.dtype))
     device, config, dtype = pipe.device, pipe.model.config, pipe.model.dtype
-    pipe.memory = memory.MemoryBudget(free=lambda d: None)  # measure, never refuse
+    pipe.memory = memory.MemoryBudget(free=lambda _device: None)  # measure, never refuse
     results = []
     prompt_tokens = len(pipe.inputs.generation_ids(PROMPT)) + config.tokens_per_image  # dummy
     peak(device, lambda: pipe(PROMPT, num_inference_steps=2, generator=0))  # warm-up

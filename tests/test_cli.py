@@ -16,7 +16,7 @@ from cheers import loading
 from cheers.cli import main, output
 from cheers.errors import CheersError
 from cheers.pipeline import CheersPipeline, ImagePipelineOutput
-from cheers.text_requests import TextAnswer
+from cheers.pipeline.text_requests import TextAnswer
 
 HELP_FLAGS = {
     "generate": ["--steps", "--guidance", "--no-guidance", "--shift", "--seed", "--num-images",

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from cheers.conversation import Conversation, image_count
-from cheers.draw_requests import DrawRequest
 from cheers.errors import ContextLengthError, PromptError
-from cheers.llm_inputs import IMAGE_IN_PROMPT
 from cheers.loading import default_model_path
 from cheers.pipeline import CheersPipeline
-from cheers.text_requests import TextRequest
+from cheers.pipeline.conversation import Conversation, image_count
+from cheers.pipeline.draw_requests import DrawRequest
+from cheers.pipeline.llm_inputs import IMAGE_IN_PROMPT
+from cheers.pipeline.text_requests import TextRequest
 
 STEPS = 4
 IMAGE_KWARGS = {"num_inference_steps": STEPS}

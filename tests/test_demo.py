@@ -78,21 +78,21 @@ class _FakePipe:
         return SimpleNamespace(images=[self._image(scene) for scene in scenes])
 
     def understand(self, pictures, questions, **kwargs):
-        from cheers.demo import SCENES
+        from cheers.evaluation.demo import SCENES
 
         return [truth if self.perfect else "purple" for _, _, truth in SCENES]
 
     def edit(self, source, instruction, **kwargs):
         from types import SimpleNamespace
 
-        from cheers.demo import EDIT
+        from cheers.evaluation.demo import EDIT
 
         return SimpleNamespace(images=[self._image(EDIT[2])])
 
 
 @pytest.mark.parametrize("perfect", [True, False])
 def test_demo_judges_right_and_wrong_results(perfect):
-    from cheers.demo import run_demo
+    from cheers.evaluation.demo import run_demo
 
     result = run_demo(_FakePipe(perfect))
     assert result.score == ((9, 9) if perfect else (0, 9))

@@ -9,7 +9,7 @@ import torch
 
 from cheers import CheersPipeline
 from cheers.errors import CheersError
-from cheers.generation import flow_context, prefill
+from cheers.pipeline.loops import flow_context, prefill
 from cheers.samplers import StepCache, get_sampler
 from cheers.sequence import left_pad
 

@@ -23,7 +23,7 @@ from cheers.modules.int4_cache import (
     rotation_block,
 )
 from cheers.pipeline import CheersPipeline
-from cheers.text_requests import TextRequest
+from cheers.pipeline.text_requests import TextRequest
 
 MODEL = "src/cheers/default_model"
 
@@ -132,7 +132,7 @@ def test_every_decoding_path_takes_the_int4_cache(pipe, kind):
 
 def test_int4_logits_stay_near_float_and_the_rotation_helps(pipe):
     rows = pipe.inputs.chat_rows(["Name the shapes you know."], False, None)
-    from cheers.generation import start_decoding
+    from cheers.pipeline.loops import start_decoding
     from cheers.sequence import left_pad
 
     batch = left_pad(pipe.inputs.sequences(*zip(*rows, strict=True)))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from cheers.adapters import merge_lora, parse_lora_spec
+from cheers.adapters import merge_lora_folder, parse_lora_spec
 from cheers.checkpoint import load_model
 from cheers.cli import main
 from cheers.errors import CheckpointError, CheersError, ConfigError
@@ -51,7 +51,7 @@ def _outputs(pipe: CheersPipeline) -> tuple[torch.Tensor, torch.Tensor]:
 def test_merged_folder_equals_the_adapter_on_the_base(adapter, tmp_path):
     adapted = CheersPipeline.from_pretrained(MODEL)
     adapted.load_lora(adapter)
-    merged_dir = merge_lora(MODEL, adapter, tmp_path / "merged")
+    merged_dir = merge_lora_folder(MODEL, adapter, tmp_path / "merged")
     merged = CheersPipeline.from_pretrained(merged_dir)
     base = CheersPipeline.from_pretrained(MODEL)
     for a, m, b in zip(_outputs(adapted), _outputs(merged), _outputs(base), strict=True):

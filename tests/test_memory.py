@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cheers import memory
 from cheers.cli import main
 from cheers.config import CheersConfig
 from cheers.loading import default_model_path
-from cheers.memory import MemoryBudget, MemoryLimitError
-from cheers.pipeline import CheersPipeline
+from cheers.pipeline import CheersPipeline, memory
+from cheers.pipeline.memory import MemoryBudget, MemoryLimitError
 
 
 @pytest.fixture(scope="module")

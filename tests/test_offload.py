@@ -12,8 +12,8 @@ import torch
 from cheers.config import CheersConfig
 from cheers.errors import CheersError
 from cheers.model import Cheers
-from cheers.offload import ModelOffload, components, enable_model_cpu_offload
 from cheers.pipeline import CheersPipeline
+from cheers.transforms.offload import ModelOffload, components, enable_model_cpu_offload
 
 MODEL = "src/cheers/default_model"
 IMAGE = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from cheers.checkpoint import load_model
-from cheers.generation import (
+from cheers.image import preprocess_understanding
+from cheers.pipeline.loops import (
     DecodeState,
     FlowTrace,
     decode_from,
@@ -23,8 +24,7 @@ from cheers.generation import (
     sample_latents,
     start_decoding,
 )
-from cheers.image import preprocess_understanding
-from cheers.sampling import timesteps
+from cheers.samplers.schedule import timesteps
 from cheers.sequence import (
     IMAGE_PLACEHOLDER,
     appended_block_mask,

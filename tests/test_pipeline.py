@@ -100,7 +100,7 @@ def test_edit_starts_from_the_source(pipe, monkeypatch):
     out = pipe.edit(source, "make it blue", generator=0, **FAST)
     assert len(out.images) == 1 and out.images[0].size == (128, 128)
 
-    import cheers.image_generation as image_generation
+    import cheers.pipeline.drawing as image_generation
 
     seen = {}
     real = image_generation.sample_latents

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from cheers import CheersPipeline
-from cheers.arguments import MAX_NEW_TOKENS
-from cheers.conversation import Conversation
 from cheers.errors import (
     CheckpointError,
     CheersError,
@@ -20,6 +18,8 @@ from cheers.errors import (
     PromptError,
     SamplerError,
 )
+from cheers.pipeline.arguments import MAX_NEW_TOKENS
+from cheers.pipeline.conversation import Conversation
 
 MODEL = "src/cheers/default_model"
 IMAGE = np.zeros((8, 8, 3), np.uint8)

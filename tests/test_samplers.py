@@ -10,7 +10,7 @@ import torch
 
 from cheers.errors import CheersError, SamplerError
 from cheers.samplers import DEFAULTS, SAMPLERS, StepCache, get_sampler, noise
-from cheers.sampling import timesteps
+from cheers.samplers.schedule import timesteps
 
 
 def integrate(sampler, velocity, x, steps: int, t0: float = 0.0, cache=None):

@@ -5,14 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cheers.sampling import (
-    apply_guidance,
-    euler_step,
-    final_step,
-    sample_token,
-    time_shift,
-    timesteps,
-)
+from cheers.pipeline.loops import sample_token
+from cheers.samplers.guidance import apply_guidance
+from cheers.samplers.schedule import euler_step, final_step, time_shift, timesteps
 
 
 def test_time_shift_identities():
@@ -77,7 +72,7 @@ def test_sampling_is_reproducible_with_a_generator():
 
 
 def test_a_vanishing_temperature_samples_the_argmax_instead_of_failing():
-    from cheers.sampling import sample_token
+    from cheers.pipeline.loops import sample_token
 
     logits = torch.tensor([[-0.9, 3.2, 20.7, 2.6], [1.0, -5.0, 0.5, 7.5]])
     for temperature in (1e-46, 1e-30):

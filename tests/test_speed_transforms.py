@@ -10,12 +10,12 @@ from torch._dynamo.utils import counters
 
 from cheers.config import CheersConfig
 from cheers.errors import CheersError
-from cheers.generation import decode_from, prefill, start_decoding
 from cheers.model import Cheers
 from cheers.pipeline import CheersPipeline
+from cheers.pipeline.loops import decode_from, prefill, start_decoding
+from cheers.pipeline.static_decoding import StaticDecoder, StaticDecoding
+from cheers.pipeline.text_requests import TextRequest
 from cheers.sequence import Batch, left_pad
-from cheers.static_decoding import StaticDecoder, StaticDecoding
-from cheers.text_requests import TextRequest
 from cheers.tokenizer import CheersTokenizer
 from cheers.transforms.channels_last import convolutions_channels_last
 from cheers.transforms.compile import compile_regions, regions

@@ -18,8 +18,7 @@ import torch
 from cheers.checkpoint import load_model, resolve_model_path, save_model
 from cheers.errors import CheckpointError, ConfigError
 from cheers.tokenizer import CheersTokenizer
-from cheers.transforms.lora import CONFIG_FILE, WEIGHTS_FILE, load_lora
-from cheers.transforms.lora import merge_lora as merge_layers
+from cheers.transforms.lora import CONFIG_FILE, WEIGHTS_FILE, load_lora, merge_lora
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def parse_lora_spec(text: str) -> LoraSpec:
     return LoraSpec(path, scale)
 
 
-def merge_lora(
+def merge_lora_folder(
     base: str | os.PathLike[str],
     adapter: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -97,7 +96,7 @@ def merge_lora(
     model = load_model(base_path, dtype=torch.float32)
     stored = model.config.extra.get("torch_dtype", "float32")
     load_lora(model, adapter, scale=scale)
-    merge_layers(model)
+    merge_lora(model)
     dtype = getattr(torch, str(stored), torch.float32)
     if isinstance(dtype, torch.dtype) and dtype != torch.float32 and dtype.is_floating_point:
         model = model.to(dtype)
@@ -106,4 +105,4 @@ def merge_lora(
     return out
 
 
-__all__ = ["LoraSpec", "merge_lora", "parse_lora_spec"]
+__all__ = ["LoraSpec", "merge_lora_folder", "parse_lora_spec"]

@@ -1,5 +1,9 @@
 """Reading and writing model folders in the released format (safetensors only, never pickle).
 
+*Length*: over 400 lines because loading and saving a folder mirror each other check for check
+(names, shapes, dtypes, shards, the quantized layout); kept together so that each check sits
+beside its mirror.
+
 A model folder holds ``config.json``, the weights as ``model.safetensors`` or as shards listed
 by a ``*.safetensors.index.json``, and the tokenizer files. :func:`load_model` builds the model
 on the meta device and fills it tensor by tensor, so a 5.6 GB checkpoint never exists twice: a
@@ -28,7 +32,7 @@ from cheers._files import ensure_folder, staged_files
 from cheers.config import CheersConfig
 from cheers.errors import CheckpointError
 from cheers.model import Cheers
-from cheers.quantization import CONFIG_KEY, restore_structure
+from cheers.transforms.lowbit import CONFIG_KEY, restore_structure
 
 _DTYPES = {
     "float32": torch.float32,

@@ -71,24 +71,26 @@ def load_image(image: ImageInput) -> Image.Image:
     )
 
 
-def preprocess_understanding(image: ImageInput, resolution: int) -> torch.Tensor:
+def preprocess_understanding(image: ImageInput, resolution: int | tuple[int, int]) -> torch.Tensor:
     """Letterbox ``image`` for the understanding path: a ``(3, R, R)`` float32 tensor in [0, 1].
 
-    The longer side is resized to ``R`` (bicubic; each side ``round(side · R / longer)``), and
-    the result is pasted centred on black, ``left = pad_w // 2``, ``top = pad_h // 2``.
+    The image is scaled to fit the canvas (bicubic; each side ``round(side · scale)``), and the
+    result is pasted centred on black, ``left = pad_w // 2``, ``top = pad_h // 2``.
+    ``resolution`` R is the reference's square R×R canvas; a pair ``(height, width)`` is a
+    canvas of that shape (the source of an edit at another size), letterboxed the same way.
     """
-    size = _check_resolution(resolution)
+    out_h, out_w = _check_canvas(resolution)
     rgb = load_image(image)
     width, height = rgb.size
     # Same expression and rounding (Python's round, half to even) as the reference, so a side
     # that lands on .5 rounds the same way.
-    scale = min(size / height, size / width)
+    scale = min(out_h / height, out_w / width)
     # The reference would crash on a side that rounds to 0 (e.g. 1000x1); keep at least 1 px.
     new_w = max(1, round(width * scale))
     new_h = max(1, round(height * scale))
     resized = rgb.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    canvas = Image.new("RGB", (size, size), (0, 0, 0))
-    canvas.paste(resized, ((size - new_w) // 2, (size - new_h) // 2))
+    canvas = Image.new("RGB", (out_w, out_h), (0, 0, 0))
+    canvas.paste(resized, ((out_w - new_w) // 2, (out_h - new_h) // 2))
     return _to_tensor(canvas)
 
 
@@ -168,6 +170,14 @@ def to_pil_list(batch: torch.Tensor | Sequence[torch.Tensor]) -> list[Image.Imag
             )
         return [to_pil(item) for item in batch]
     return [to_pil(item) for item in batch]
+
+
+def _check_canvas(resolution: int | tuple[int, int]) -> tuple[int, int]:
+    """R → (R, R); a (height, width) pair is checked side by side."""
+    if isinstance(resolution, tuple) and len(resolution) == 2:
+        return _check_resolution(resolution[0]), _check_resolution(resolution[1])
+    side = _check_resolution(resolution)
+    return side, side
 
 
 def _check_resolution(resolution: int) -> int:

@@ -22,7 +22,8 @@ def latent_depth_to_space(x: torch.Tensor) -> torch.Tensor:
 
 
 def merge_tokens(x: torch.Tensor, grid: int, cell: int = 2) -> torch.Tensor:
-    """Row-major grid tokens (B, G·G, C) → (B, G/k·G/k, k²C), position-major features.
+    """Row-major grid tokens (B, G·W, C) → (B, G/k·W/k, k²C), position-major features; ``grid``
+    is the number of rows G (the width W follows from the token count: square or not).
 
     With the model's k = 2, output token (r, c) concatenates the inputs at (2r+i, 2c+j) with
     feature index ``(i·2 + j)·C + channel``. k = 1 (the no-compression ablation) is the identity.
@@ -31,7 +32,7 @@ def merge_tokens(x: torch.Tensor, grid: int, cell: int = 2) -> torch.Tensor:
 
 
 def unmerge_tokens(x: torch.Tensor, grid: int, cell: int = 2) -> torch.Tensor:
-    """Inverse of :func:`merge_tokens`: (B, G/k·G/k, k²C) → (B, G·G, C)."""
+    """Inverse of :func:`merge_tokens`: (B, G/k·W/k, k²C) → (B, G·W, C), ``grid`` = G rows."""
     return rearrange(x, "b (r c) (i j d) -> b (r i c j) d", i=cell, j=cell, r=grid // cell)
 
 
@@ -41,7 +42,7 @@ def feature_map_to_tokens(x: torch.Tensor) -> torch.Tensor:
 
 
 def tokens_to_feature_map(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """(B, H·W, C) row-major tokens → (B, C, H, W)."""
+    """(B, H·W, C) row-major tokens → (B, C, H, W), ``grid`` = H (W from the token count)."""
     return rearrange(x, "b (h w) c -> b c h w", h=grid)
 
 

@@ -28,6 +28,12 @@ LORA_FLAG_HELP = (
 #: Where the model shipped inside the package lives; used when no model is named.
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 
+#: What the embedded model can do (said when it loads, and in the demo's page).
+SHAPES_ONLY = (
+    "The embedded model is tiny and knows only the Shapes world: circles, squares and "
+    "triangles in six colours. Pass --model with the released Cheers for anything else."
+)
+
 
 def default_model_path() -> Path:
     """The folder of the model embedded in the package, used when ``--model`` is omitted.
@@ -50,12 +56,12 @@ def is_embedded(model: str | Path | None) -> bool:
     return Path(model).resolve() == DEFAULT_MODEL_DIR.resolve()
 
 
-def resolve_device(device: str | None) -> str:
+def parse_device_flag(device: str | None) -> str:
     """``--device``: ``cpu``, ``cuda`` or ``cuda:N`` (``None`` picks cuda when there is a GPU),
     checked against this machine by the library's one resolver, ``checkpoint.resolve_device``."""
     import torch
 
-    from cheers.checkpoint import resolve_device as library_resolve_device
+    from cheers.checkpoint import resolve_device
     from cheers.errors import CheckpointError
 
     if device is None:
@@ -63,7 +69,7 @@ def resolve_device(device: str | None) -> str:
     if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
         raise CheersError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     try:
-        library_resolve_device(device)
+        resolve_device(device)
     except CheckpointError as err:
         raise CheersError(f"--device {device}: {err}") from err
     return device
@@ -102,7 +108,7 @@ def load_pipeline(
 
     source = model if model is not None else str(default_model_path())
     adapter = None if lora is None else parse_lora_spec(lora)  # fails before the slow load
-    device = resolve_device(device)
+    device = parse_device_flag(device)
     if offload and device == "cpu":
         raise CheersError(
             "--offload moves parts of the model to a GPU when they run; on the CPU the model "
@@ -115,8 +121,6 @@ def load_pipeline(
         )
     print(f"loading the model from {source} on {device}…", file=sys.stderr)
     if is_embedded(source):
-        from cheers.demo import SHAPES_ONLY
-
         print(SHAPES_ONLY, file=sys.stderr)
     elif device == "cpu" and dtype is None and cpu_has_bfloat16_matrix_units():
         print(

@@ -26,7 +26,7 @@ from cheers.modules.projector import UndProjector
 from cheers.modules.vae import VAE, DecoderProjector
 from cheers.modules.vision import VisionTransformer
 from cheers.samplers.base import velocity_from_head
-from cheers.sampling import apply_guidance
+from cheers.samplers.guidance import apply_guidance
 
 #: How a KV cache stores keys and values (:meth:`Cheers.set_kv_cache`).
 KV_CACHES = ("float", "int4", "int4-naive")
@@ -141,7 +141,7 @@ class Cheers(nn.Module):
         # the dtype the parameters were built in; load_model and to(dtype) set it.
         self.compute_dtype: torch.dtype = torch.get_default_dtype()
         # Where inputs, caches and activations live; None: where lm_head is. Model offload
-        # (cheers.offload) sets it while components travel between devices.
+        # (cheers.transforms.offload) sets it while components travel between devices.
         self.execution_device: torch.device | None = None
         # How the KV caches of generation store keys and values (set_kv_cache).
         self.kv_cache: str = "float"
@@ -270,8 +270,8 @@ class Cheers(nn.Module):
             pixel_hat = m.vae_decoder_projector(latent)
             patch_embeds = m.vision_representation.embeddings(pixel_hat)
         vit_hidden = m.vision_representation.encode_embeddings(patch_embeds)
-        grid = math.isqrt(patch_embeds.shape[1])
-        tokens = m.und_projector(vit_hidden, grid, self.dtype)
+        rows = latent.shape[-2]  # the ViT grid is the latent grid (§11), square or not
+        tokens = m.und_projector(vit_hidden, rows, self.dtype)
         return ImageTokens(pixel_hat, patch_embeds, vit_hidden, tokens)
 
     def understanding_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -322,7 +322,8 @@ class Cheers(nn.Module):
         x_rows = None
         if self.config.flow_prediction != "velocity":
             x_rows = x_t.repeat(2, 1, 1, 1) if guided else x_t
-        v = self.velocity(hidden, patch_embeds, t_rows, x_rows).velocity.float()
+        v = self.velocity(hidden, patch_embeds, t_rows, x_rows, rows=x_t.shape[-2]).velocity
+        v = v.float()
         if not guided:
             return FlowVelocity(v, v, None)
         cond, uncond = v.chunk(2)
@@ -334,17 +335,19 @@ class Cheers(nn.Module):
         patch_embeds: torch.Tensor,
         t: torch.Tensor,
         x_t: torch.Tensor | None = None,
+        rows: int | None = None,
     ) -> Velocity:
         """LLM hidden states at the P image positions → latent velocity (docs/architecture.md §8).
 
         ``patch_embeds`` are the ViT patch embeddings of the same x_t's pixels (the detail
         input of the gate); ``t`` has shape (B,). ``x_t`` (B, 4z, G, G) is needed when the
         config's ``flow_prediction`` is "sample": the head then predicts the clean latent and
-        the velocity is derived from it and x_t.
+        the velocity is derived from it and x_t. ``rows`` is the latent grid's height (``None``:
+        a square grid), so that the P tokens of a non-square image unfold onto its grid.
         """
         m, cell = self.model, self.config.token_merge
         p = image_hidden.shape[1]
-        grid = math.isqrt(p) * cell
+        grid = math.isqrt(p) * cell if rows is None else rows
         te1, te2 = m.time_embed(t, self.dtype)
         device = image_hidden.device
         sem = m.gen_projector(image_hidden, te1, torch.arange(p, device=device))
@@ -356,7 +359,7 @@ class Cheers(nn.Module):
             # tokens.
             positions = torch.arange(2 * p, device=device).repeat(2)
         else:
-            positions = torch.arange(grid * grid, device=device)
+            positions = torch.arange(low.shape[1], device=device)
         detail = m.hi_projector(gated, te2, positions)
         velocity = tokens_to_feature_map(detail, grid)
         prediction = self.config.flow_prediction

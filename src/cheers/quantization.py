@@ -23,7 +23,8 @@ RTN needs no data; given some, the layer-output errors are measured and reported
 ``<name>.qweight`` (uint8, (out, in·bits/8), packed along the inputs, first column in the low
 bits), ``<name>.scales`` and ``<name>.zeros`` (float16, (out, in / group_size)) and its ``bias``,
 with ``w = scales · q + zeros`` per group; every other tensor as released.
-:func:`cheers.checkpoint.load_model` rebuilds those layers from the config before reading.
+:func:`cheers.checkpoint.load_model` rebuilds those layers from the config before reading
+(:func:`cheers.transforms.lowbit.restore_structure`).
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ from cheers.errors import CheckpointError, CheersError, DataError
 from cheers.model import Cheers
 from cheers.transforms.decoupleq import decoupleq_layer, output_error
 from cheers.transforms.lowbit import (
+    CONFIG_KEY,
     DEFAULT_GROUP_SIZE,
     DEFAULT_LOWBIT_GROUPS,
+    METHODS,
     LowBitLinear,
     LowBitSpec,
     dequantize,
@@ -56,9 +59,6 @@ from cheers.transforms.targets import block_of, check_groups, linear_targets, re
 if TYPE_CHECKING:
     from cheers.pipeline import CheersPipeline
     from cheers.training.objective import TrainBatch
-
-METHODS = ("decoupleq", "rtn")
-CONFIG_KEY = "quantization_config"
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def observe(
     handles = []
 
     def accumulate(name: str, width: int):
-        def hook(module: nn.Module, args: tuple) -> None:
+        def hook(_module: nn.Module, args: tuple) -> None:
             x = args[0].detach().reshape(-1, width).float()
             if name not in seen.hessians:
                 seen.hessians[name] = torch.zeros(width, width, device=x.device)
@@ -165,7 +165,7 @@ def observe(
         return hook
 
     def record(block: str):
-        def hook(module: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
+        def hook(_module: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
             seen.block_calls.setdefault(block, []).append((args, kwargs, out.detach()))
 
         return hook
@@ -336,59 +336,6 @@ def config_entry(settings: QuantizeSettings, names: Sequence[str]) -> dict[str, 
     }
 
 
-def restore_structure(model: Cheers, source: str) -> list[str]:
-    """Put empty :class:`LowBitLinear` layers where the config's ``quantization_config`` says
-    (on the ``meta`` device, before a load fills them); returns their names.
-
-    Raises:
-        CheckpointError: a ``quantization_config`` that is not one of ours or names layers this
-            config's model does not have.
-    """
-    entry = model.config.extra[CONFIG_KEY]
-    problem = None
-    if not isinstance(entry, dict) or entry.get("quant_method") not in METHODS:
-        problem = f"quant_method must be one of {METHODS}"
-    elif not isinstance(entry.get("modules"), list) or not entry["modules"]:
-        problem = "it lists no quantized modules"
-    if problem is None:
-        try:
-            spec = LowBitSpec(entry.get("bits"), entry.get("group_size"))
-        except CheersError as err:
-            problem = str(err)
-    if problem is not None:
-        raise CheckpointError(
-            f"the quantization_config in {source} is not readable: {problem}; re-run "
-            "`cheers quantize` from the float model"
-        )
-    for name in entry["modules"]:
-        try:
-            layer = model.get_submodule(name)
-        except AttributeError:
-            layer = None
-        if not isinstance(layer, nn.Linear):
-            raise CheckpointError(
-                f"the quantization_config in {source} names {name!r}, which is no linear layer "
-                "of the model its config.json describes; the folder's config and weights do "
-                "not belong together: re-run `cheers quantize`"
-            )
-        try:
-            spec.check_layer(name, layer.in_features)
-        except CheersError as err:
-            raise CheckpointError(f"{source}: {err}") from err
-        replace_module(
-            model,
-            name,
-            LowBitLinear(
-                layer.in_features,
-                layer.out_features,
-                spec,
-                layer.bias is not None,
-                device=layer.weight.device,
-            ),
-        )
-    return list(entry["modules"])
-
-
 def quantize_folder(
     model_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -449,8 +396,6 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
 
 
 __all__ = [
-    "CONFIG_KEY",
-    "METHODS",
     "Observations",
     "QuantizeReport",
     "QuantizeSettings",
@@ -459,5 +404,4 @@ __all__ = [
     "quantize_folder",
     "quantize_model",
     "refine_block",
-    "restore_structure",
 ]

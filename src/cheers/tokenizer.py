@@ -1,5 +1,8 @@
 """The Cheers tokenizer: Qwen2 byte-level BPE plus the five Cheers tokens.
 
+*Length*: over 400 lines because it is one class whose loading, encoding and chat template all
+apply the special-token rules below; kept in one file so that those rules are read in one place.
+
 The released checkpoint uses the Qwen2.5 tokenizer unchanged and adds ``<image>``, ``<image_gen>``,
 ``<im_start>``, ``<im_end>`` and ``<no_mean>`` (ids 151665-151669) as special tokens. This module
 rebuilds that tokenizer with the Hugging Face ``tokenizers`` library (no ``transformers`` needed),

@@ -1,4 +1,4 @@
-"""GenEval / DPG-Bench folders, the settings table, and the harness adapters, on fakes."""
+"""GenEval / DPG-Bench folders, the settings table, and the harness integrations, on fakes."""
 
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ class FakeAnswerer:
         return "hello"
 
 
-def test_vlmevalkit_adapter_puts_images_first_and_chats_without_them(tmp_path):
+def test_vlmevalkit_integration_puts_images_first_and_chats_without_them(tmp_path):
     image = tmp_path / "x.png"
     Image.new("RGB", (16, 16), (255, 0, 0)).save(image)
     pipe = FakeAnswerer()
@@ -226,7 +226,7 @@ def test_vlmevalkit_adapter_puts_images_first_and_chats_without_them(tmp_path):
         model.generate_inner([{"type": "video", "value": "v.mp4"}])
 
 
-def test_lmms_eval_adapter_reads_visuals_and_stops_at_until():
+def test_lmms_eval_integration_reads_visuals_and_stops_at_until():
     pipe = FakeAnswerer()
     model = CheersLmmsEval(pipe=pipe)
     image = Image.new("RGB", (16, 16))

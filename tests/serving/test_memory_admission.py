@@ -7,8 +7,8 @@ import httpx
 import pytest
 from live_server import STEPS, assert_same_image, decode_b64_png
 
-from cheers import memory
-from cheers.memory import MemoryBudget
+from cheers.pipeline import memory
+from cheers.pipeline.memory import MemoryBudget
 
 openai = pytest.importorskip("openai")
 

@@ -7,11 +7,11 @@ import httpx
 import pytest
 from live_server import STEPS, LiveServer, assert_same_image, data_url, decode_b64_png
 
-from cheers.draw_requests import DrawRequest
-from cheers.llm_inputs import IMAGE_IN_PROMPT
+from cheers.pipeline.draw_requests import DrawRequest
+from cheers.pipeline.llm_inputs import IMAGE_IN_PROMPT
+from cheers.pipeline.text_requests import TextRequest
 from cheers.serving import ServerConfig, create_app
 from cheers.serving.store import ResponseStore, StoredResponse
-from cheers.text_requests import TextRequest
 
 openai = pytest.importorskip("openai")
 

@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 
 from cheers.errors import PromptError
 from cheers.pipeline import IMAGE_IN_PROMPT
-from cheers.text_requests import TextRequest
+from cheers.pipeline.text_requests import TextRequest
 
 
 def shape(color: str, box: tuple[int, int, int, int], kind: str = "circle") -> Image.Image:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from live_server import STEPS, png_bytes
 
-from cheers.text_requests import TextRequest
+from cheers.pipeline.text_requests import TextRequest
 
 sync_api = pytest.importorskip("playwright.sync_api")
 

@@ -220,7 +220,8 @@ def test_split_invariant_sample_randomness(tmp_path, tok):
 
 def test_time_shift_moves_generation_times_through_the_samplers_shift(tmp_path, tok):
     from cheers.config import CheersConfig
-    from cheers.training.objective import make_batch, sample_generator
+    from cheers.training.objective import make_batch
+    from cheers.training.randomness import sample_generator
 
     cfg = CheersConfig.tiny(image_size=32)
     items = _one_of_each(tmp_path, tok, 20)

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cheers.arguments import MAX_NEW_TOKENS
 from cheers.cli import flags, output
 from cheers.errors import CheersError
+from cheers.pipeline.arguments import MAX_NEW_TOKENS
 
 if TYPE_CHECKING:
-    from cheers.conversation import Conversation, Reply
     from cheers.pipeline import CheersPipeline
+    from cheers.pipeline.conversation import Conversation, Reply
 
 NAME = "chat"
 HELP = "talk with the model: text, and images it reads, draws and edits"
@@ -90,7 +90,7 @@ def conversation(pipe: CheersPipeline, args: argparse.Namespace) -> int:
     When the conversation outgrows the model's context its oldest turns are dropped (and the
     user is told), so a long session keeps working instead of failing on every later turn.
     """
-    from cheers.conversation import Conversation
+    from cheers.pipeline.conversation import Conversation
 
     interactive = sys.stdin.isatty()
     if interactive:

@@ -37,7 +37,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cheers.demo import run_demo, write_html
+    from cheers.evaluation.demo import run_demo, write_html
 
     if args.steps < 2:
         raise CheersError(f"--steps must be at least 2, got {args.steps}")

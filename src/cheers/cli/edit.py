@@ -43,6 +43,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         "replaced)",
     )
     flags.add_image_flags(p, steps=DEFAULTS.num_inference_steps)
+    flags.add_size_flags(p)
     flags.add_model_flags(p)
 
 
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             f"--strength {args.strength} with --steps {args.steps} leaves fewer than 2 "
             f"denoising steps; use --steps {needed} or more"
         )
+    size = flags.image_size(args)
     (source,) = flags.load_images([args.image])
     stem = slugify(Path(args.image).stem)
     (path,) = output_paths(args.out, [f"{stem}-{slugify(args.instruction)}.png"])
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         generator=flags.seed(args),
         progress=not args.no_progress,
+        **size,
     ).images
     print(save_image(image, path))
     return 0

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cheers import loading
-from cheers.arguments import MAX_NEW_TOKENS
 from cheers.errors import CheersError
+from cheers.pipeline.arguments import MAX_NEW_TOKENS, parse_size
 from cheers.samplers import DEFAULTS, SAMPLERS
 
 if TYPE_CHECKING:
@@ -111,6 +111,29 @@ def add_image_flags(parser: argparse.ArgumentParser, steps: int, seed: bool = Tr
     group.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar over the steps"
     )
+
+
+def add_size_flags(parser: argparse.ArgumentParser) -> None:
+    """The image size: ``--size WxH`` or ``--height`` / ``--width`` (native when left out)."""
+    group = parser.add_argument_group("image size (default: the model's native size)")
+    group.add_argument(
+        "--size",
+        metavar="WxH",
+        help="width x height in pixels, e.g. 512x384: multiples of the model's latent patch "
+        "x token merge (32 px for the released model), any aspect ratio",
+    )
+    group.add_argument("--height", type=int, metavar="H", help="height in pixels (as --size)")
+    group.add_argument("--width", type=int, metavar="W", help="width in pixels (as --size)")
+
+
+def image_size(args: argparse.Namespace) -> dict[str, int | None]:
+    """The size flags as pipeline keyword arguments (checked by the pipeline)."""
+    if args.size is not None:
+        if args.height is not None or args.width is not None:
+            raise CheersError("give either --size WxH or --height/--width, not both")
+        height, width = parse_size(args.size)
+        return {"height": height, "width": width}
+    return {"height": args.height, "width": args.width}
 
 
 def check_image_flags(args: argparse.Namespace) -> None:

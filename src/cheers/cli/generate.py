@@ -67,6 +67,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         "DIR/gates.png (a heat-map strip) and DIR/gates.safetensors (see docs/evaluation.md)",
     )
     flags.add_image_flags(p, steps=DEFAULTS.num_inference_steps)
+    flags.add_size_flags(p)
     flags.add_model_flags(p)
 
 
@@ -74,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
     flags.check_image_flags(args)
     if args.num_images < 1:
         raise CheersError(f"--num-images must be at least 1, got {args.num_images}")
+    size = flags.image_size(args)
     if args.prompts_file is not None:
+        if size != {"height": None, "width": None}:
+            raise CheersError(
+                "--size/--height/--width apply to PROMPTs; drop them with --prompts-file"
+            )
         return _run_file(args)
     if not args.prompts:
         raise CheersError("give the prompts (PROMPT …) or --prompts-file FILE")
@@ -102,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             sampler=args.sampler,
             num_images_per_prompt=args.num_images,
             generator=flags.seed(args),
+            **size,
             progress=not args.no_progress,
         ).images
     for image, path in zip(images, paths, strict=True):

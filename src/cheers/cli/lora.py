@@ -39,8 +39,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Prints the merged model's folder."""
-    from cheers.adapters import merge_lora, parse_lora_spec
+    from cheers.adapters import merge_lora_folder, parse_lora_spec
 
     spec = parse_lora_spec(f"{args.adapter}:{args.scale!r}")
-    print(merge_lora(args.base, spec.folder, args.out, scale=spec.scale))
+    print(merge_lora_folder(args.base, spec.folder, args.out, scale=spec.scale))
     return 0

@@ -27,7 +27,7 @@ from cheers.evaluation import exports, shapes_edit, shapes_gen, shapes_vqa
 from cheers.evaluation.benchmark import run_benchmark
 from cheers.evaluation.command import EvalCommand
 from cheers.evaluation.journal import Journal
-from cheers.loading import default_model_path, load_from_args, resolve_device
+from cheers.loading import default_model_path, load_from_args, parse_device_flag
 
 EXIT_USAGE = 2
 
@@ -104,7 +104,7 @@ def run_eval(args: argparse.Namespace, *, pipe: Any = None) -> int:
         if pipe is None:
             source = args.model if args.model is not None else str(default_model_path())
             args.device = shard.device(args.device)
-            device = resolve_device(args.device)
+            device = parse_device_flag(args.device)
             pipe = load_from_args(args)
         progress = not args.no_progress and shard.main
         journal = Journal(target.partial, bench, shard) if command.journal else None

@@ -74,12 +74,6 @@ def check_seed(seed: int) -> None:
         raise CheersError(f"seed must be a non-negative integer, got {seed!r}")
 
 
-def check_positive(value: int, name: str) -> None:
-    """Raise :class:`CheersError` unless ``value`` is a positive integer."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise CheersError(f"{name} must be a positive integer, got {value!r}")
-
-
 def check_steps(num_inference_steps: int, guidance_scale: float | None, time_shift: float) -> None:
     """Validate the sampling settings before any (slow) model call."""
     if not isinstance(num_inference_steps, int) or num_inference_steps < 2:

@@ -68,7 +68,11 @@ def _build_dpg(args: argparse.Namespace) -> DpgExport:
     return DpgExport(prompts, Path(args.out), s, args.batch_size, args.settings)
 
 
-def finish_export(result: dict[str, Any], target: OutTarget, args: argparse.Namespace) -> None:
+def finish_export(
+    result: dict[str, Any],
+    target: OutTarget,
+    args: argparse.Namespace,  # noqa: ARG001 - the Command.finish interface
+) -> None:
     """Record the settings beside the images; print the counts (stderr) and the folder."""
     record = {"benchmark": result["task"], **result["settings"]}
     text = (json.dumps(record, indent=2) + "\n").encode("utf-8")

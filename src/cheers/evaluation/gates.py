@@ -99,10 +99,10 @@ class GateRecorder:
         self.times: list[float] = []
 
     def __enter__(self) -> GateRecorder:
-        def on_time(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        def on_time(_module: nn.Module, args: tuple[Any, ...], _output: Any) -> None:
             self._pending_t = float(args[0].reshape(-1)[0])
 
-        def on_gate(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+        def on_gate(_module: nn.Module, _args: tuple[Any, ...], output: torch.Tensor) -> None:
             # output: (rows, G·G, 1), one scalar per token.
             self.values.append(output.detach().float().squeeze(-1).cpu())
             self.times.append(float("nan") if self._pending_t is None else self._pending_t)

@@ -166,12 +166,15 @@ class _Export:
         )
         return [images[i * n : (i + 1) * n] for i in range(len(batch))]
 
-    def settings(self, pipe: Any) -> dict[str, Any]:
+    def settings(self, pipe: Any) -> dict[str, Any]:  # noqa: ARG002 - the Benchmark interface
         sampler = {} if self.sampler is None else {"sampler": self.sampler}
         return {"settings": self.settings_name, **self.sampling.to_dict(), **sampler}
 
     def aggregate(
-        self, items: Sequence[Indexed], records: list[dict[str, Any]], timings: Timings
+        self,
+        items: Sequence[Indexed],  # noqa: ARG002 - the Benchmark interface
+        records: list[dict[str, Any]],
+        timings: Timings,
     ) -> dict[str, Any]:
         total = len(self.prompts)
         return {
@@ -191,7 +194,7 @@ class GenEvalExport(_Export):
         # metadata.jsonl is written last: a folder that has it is complete.
         return (self.out / item.prompt.key / "metadata.jsonl").is_file()
 
-    def judge(self, item: Indexed, output: list[Image.Image], unit: int) -> Judged:
+    def judge(self, item: Indexed, output: list[Image.Image], unit: int) -> Judged:  # noqa: ARG002 - the Judge interface
         folder = self.out / item.prompt.key
         names = []
         for k, image in enumerate(output):
@@ -216,7 +219,7 @@ class DpgExport(_Export):
     def done(self, item: Indexed) -> bool:
         return (self.out / f"{item.prompt.key}.png").is_file()
 
-    def judge(self, item: Indexed, output: list[Image.Image], unit: int) -> Judged:
+    def judge(self, item: Indexed, output: list[Image.Image], unit: int) -> Judged:  # noqa: ARG002 - the Judge interface
         _save_png(grid_2x2(output), self.out / f"{item.prompt.key}.png")
         return Judged({"key": item.prompt.key, "prompt": item.prompt.prompt})
 
@@ -261,7 +264,7 @@ class PromptFileExport(_Export):
     def done(self, item: Indexed) -> bool:
         return all(path.is_file() for path in self.files(item))
 
-    def judge(self, item: Indexed, output: list[Image.Image], unit: int) -> Judged:
+    def judge(self, item: Indexed, output: list[Image.Image], unit: int) -> Judged:  # noqa: ARG002 - the Judge interface
         paths = self.files(item)
         for image, path in zip(output, paths, strict=True):
             _save_png(image, path)

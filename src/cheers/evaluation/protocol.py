@@ -1,6 +1,6 @@
 """What the benchmarks need of a pipeline, as typing protocols.
 
-The benchmarks and harness adapters use only these methods of
+The benchmarks and harness integrations use only these methods of
 :class:`~cheers.pipeline.CheersPipeline`, so any object with them can be scored: the tests
 score fakes whose right answers are known. Each benchmark asks for the narrowest protocol it
 needs (text-to-image, understanding or editing); :class:`EvalPipeline` is all of them.

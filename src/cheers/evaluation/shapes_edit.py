@@ -25,7 +25,6 @@ from cheers.evaluation.command import EvalCommand, finish_report, report_target
 from cheers.evaluation.common import (
     EvalSample,
     accuracy_counts,
-    check_positive,
     check_seed,
     check_steps,
     describe,
@@ -36,6 +35,7 @@ from cheers.evaluation.common import (
 )
 from cheers.evaluation.protocol import EditingPipeline
 from cheers.evaluation.settings import SETTINGS
+from cheers.pipeline.arguments import check_positive
 from cheers.samplers import DEFAULTS
 from cheers.shapes import EDIT_KINDS, EditPair, detect, render
 from cheers.shapes.dataset import benchmark_edits
@@ -88,7 +88,7 @@ class ShapesEdit:
                 "than 2 denoising steps; raise num_inference_steps"
             )
 
-    def done(self, item: object) -> bool:
+    def done(self, item: object) -> bool:  # noqa: ARG002 - the Benchmark interface
         return False  # the report is written whole, at the end: every item runs
 
     def items(self) -> list[Edit]:
@@ -144,7 +144,10 @@ class ShapesEdit:
         }
 
     def aggregate(
-        self, items: Sequence[Edit], records: list[dict[str, Any]], timings: Timings
+        self,
+        items: Sequence[Edit],  # noqa: ARG002 - the Benchmark interface
+        records: list[dict[str, Any]],
+        timings: Timings,
     ) -> dict[str, Any]:
         counts = accuracy_counts((it["kind"], it["correct"]) for it in records)
         ordered = {k: counts[k] for k in EDIT_KINDS if k in counts}

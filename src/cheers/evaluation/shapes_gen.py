@@ -25,7 +25,6 @@ from cheers.evaluation.command import EvalCommand, finish_report, report_target
 from cheers.evaluation.common import (
     EvalSample,
     accuracy_counts,
-    check_positive,
     check_seed,
     check_steps,
     describe,
@@ -36,6 +35,7 @@ from cheers.evaluation.common import (
 )
 from cheers.evaluation.protocol import TextToImagePipeline
 from cheers.evaluation.settings import SETTINGS
+from cheers.pipeline.arguments import check_positive
 from cheers.samplers import DEFAULTS, StepCache
 from cheers.shapes import CATEGORIES, PromptSpec, detect, judge, score_generation
 from cheers.shapes.dataset import benchmark_prompts, heldout_prompts
@@ -97,7 +97,7 @@ class ShapesGen:
         """Prompts per call: ``images_per_call`` rounded down to whole prompts (at least 1)."""
         return max(1, self.images_per_call // self.images_per_prompt)
 
-    def done(self, item: object) -> bool:
+    def done(self, item: object) -> bool:  # noqa: ARG002 - the Benchmark interface
         return False  # the report is written whole, at the end: every item runs
 
     def items(self) -> list[Prompt]:
@@ -196,7 +196,10 @@ class ShapesGen:
         }
 
     def aggregate(
-        self, items: Sequence[Prompt], records: list[dict[str, Any]], timings: Timings
+        self,
+        items: Sequence[Prompt],  # noqa: ARG002 - the Benchmark interface
+        records: list[dict[str, Any]],
+        timings: Timings,
     ) -> dict[str, Any]:
         main_items = [it for it in records if not it["heldout"]]
         held_items = [it for it in records if it["heldout"]]

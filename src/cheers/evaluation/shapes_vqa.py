@@ -22,11 +22,11 @@ from cheers.evaluation.command import EvalCommand, finish_report, report_target
 from cheers.evaluation.common import (
     EvalSample,
     accuracy_counts,
-    check_positive,
     check_seed,
     rate,
 )
 from cheers.evaluation.protocol import UnderstandingPipeline
+from cheers.pipeline.arguments import check_positive
 from cheers.shapes import QUESTION_TYPES, QuestionSpec, score_answer, score_questions
 from cheers.shapes.dataset import QuestionRecord, benchmark_questions, heldout_questions
 from cheers.shapes.render import DEFAULT_CANVAS
@@ -69,7 +69,7 @@ class ShapesVQA:
         if self.heldout:
             check_positive(self.n_heldout, "n_heldout")
 
-    def done(self, item: object) -> bool:
+    def done(self, item: object) -> bool:  # noqa: ARG002 - the Benchmark interface
         return False  # the report is written whole, at the end: every item runs
 
     def items(self) -> list[Asked]:
@@ -111,7 +111,7 @@ class ShapesVQA:
             [sample],
         )
 
-    def settings(self, pipe: Any) -> dict[str, Any]:
+    def settings(self, pipe: Any) -> dict[str, Any]:  # noqa: ARG002 - the Benchmark interface
         return {
             "seed": self.seed,
             "n": self.n,

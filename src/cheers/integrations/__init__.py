@@ -1,4 +1,4 @@
-"""Adapters that plug cheers into other projects' evaluation harnesses.
+"""Integrations that plug cheers into other projects' evaluation harnesses.
 
 Each module imports without the harness installed (it subclasses the harness's base class
 when it is there, and a plain object otherwise), so cheers never depends on them:

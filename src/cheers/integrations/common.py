@@ -1,4 +1,4 @@
-"""What the harness adapters share: loading the pipeline and answering one request."""
+"""What the harness integrations share: loading the pipeline and answering one request."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cheers.evaluation.protocol import ChatPipeline, UnderstandingPipeline
 
 
 class AnsweringPipeline(UnderstandingPipeline, ChatPipeline, Protocol):
-    """What the harness adapters call: ``understand`` with images, ``chat`` without."""
+    """What the harness integrations call: ``understand`` with images, ``chat`` without."""
 
 
 def load(model_path: str | None, dtype: str | None, device: str | None) -> Any:

@@ -20,7 +20,7 @@ try:  # the harness is optional
 except ImportError:  # pragma: no cover - depends on what is installed
     _Base = object
 
-    def register_model(*names: str):  # type: ignore[no-redef]
+    def register_model(*names: str):  # type: ignore[no-redef]  # noqa: ARG001 - the harness's decorator
         return lambda cls: cls
 
 
@@ -35,7 +35,7 @@ class CheersLmmsEval(_Base):
         dtype: str | None = None,
         device: str | None = None,
         pipe: Any = None,
-        **kwargs: Any,
+        **kwargs: Any,  # noqa: ARG002 - the harness passes its own options
     ) -> None:
         if _Base is not object:
             super().__init__()
@@ -66,14 +66,14 @@ class CheersLmmsEval(_Base):
             out.append(text)
         return out
 
-    def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
+    def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:  # noqa: ARG002 - lmms-eval API
         raise CheersError(
-            "cheers' lmms-eval adapter answers generation tasks (generate_until) only; choose "
+            "cheers' lmms-eval integration answers generation tasks (generate_until) only; choose "
             "tasks whose output_type is generate_until"
         )
 
-    def generate_until_multi_round(self, requests: list[Any]) -> list[str]:
-        raise CheersError("multi-round lmms-eval tasks are not supported by cheers' adapter")
+    def generate_until_multi_round(self, requests: list[Any]) -> list[str]:  # noqa: ARG002 - lmms-eval API
+        raise CheersError("multi-round lmms-eval tasks are not supported by cheers' integration")
 
 
 __all__ = ["CheersLmmsEval"]

@@ -18,7 +18,7 @@ from cheers.errors import CheersError
 from cheers.image import load_image
 from cheers.integrations.common import answer, load
 
-try:  # the harness is optional: without it the adapter is a plain class with the same methods
+try:  # the harness is optional: without it the integration is a plain class with the same methods
     from vlmeval.vlm.base import BaseModel as _Base
 except ImportError:  # pragma: no cover - depends on what is installed
     _Base = object
@@ -43,11 +43,11 @@ class CheersVLMEval(_Base):
         self.max_new_tokens = int(kwargs.pop("max_tokens", max_new_tokens))
         self.kwargs = kwargs
 
-    def use_custom_prompt(self, dataset: str | None) -> bool:
+    def use_custom_prompt(self, dataset: str | None) -> bool:  # noqa: ARG002 - VLMEvalKit API
         """VLMEvalKit's own prompts are used for every dataset."""
         return False
 
-    def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> str:
+    def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> str:  # noqa: ARG002 - VLMEvalKit API
         """Answer one normalised message (images first, then the text parts joined)."""
         images, texts = [], []
         for part in message:

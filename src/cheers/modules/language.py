@@ -84,7 +84,8 @@ class LayerCache:
 
         A tensor ``start`` holds the T cache slots to write instead: the whole cache comes
         back, the same shape at every call (static-shape decoding, see
-        :mod:`cheers.static_decoding`), and the caller's mask hides the slots not written yet.
+        :mod:`cheers.pipeline.static_decoding`), and the caller's mask hides the slots not
+        written yet.
         """
         if isinstance(start, torch.Tensor):
             self.keys.index_copy_(2, start, k)

@@ -23,7 +23,7 @@ from typing import ClassVar
 import torch
 
 from cheers.errors import SamplerError
-from cheers.sampling import timesteps as shifted_grid
+from cheers.samplers.schedule import timesteps as shifted_grid
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,10 @@ class FlowMatchSampler:
 
     # ---------------------------------------------------------------- stepping
     def step(
-        self, velocity: torch.Tensor, t: torch.Tensor | float, sample: torch.Tensor
+        self,
+        velocity: torch.Tensor,
+        t: torch.Tensor | float,  # noqa: ARG002 - diffusers' step(model_output, timestep, sample)
+        sample: torch.Tensor,
     ) -> torch.Tensor:
         """The sample after the velocity ``velocity`` evaluated at ``sample`` and time ``t``
         (the current entry of ``timesteps``)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cheers.samplers.base import FlowMatchSampler, register
-from cheers.sampling import euler_step, final_step
+from cheers.samplers.schedule import euler_step, final_step
 
 
 @register

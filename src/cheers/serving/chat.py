@@ -20,7 +20,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from PIL import Image
 
-from cheers.llm_inputs import IMAGE_IN_PROMPT
+from cheers.pipeline.llm_inputs import IMAGE_IN_PROMPT
+from cheers.pipeline.text_requests import TextAnswer, TextRequest
 from cheers.serving.batching import END_OF_EVENTS, Job
 from cheers.serving.errors import APIError
 from cheers.serving.images import image_from_data_url
@@ -40,7 +41,6 @@ from cheers.serving.schemas import (
     dump,
 )
 from cheers.serving.state import ClientGone, ServerState
-from cheers.text_requests import TextAnswer, TextRequest
 
 router = APIRouter()
 
@@ -148,7 +148,7 @@ async def chat_completions(request: Request) -> Response:
     except ClientGone:
         return Response(status_code=499)
     usage = body.stream_options is not None and body.stream_options.include_usage
-    events = sse(state, request, job, first, ident, created, usage)
+    events = sse(state, job, first, ident, created, usage)
     return StreamingResponse(events, media_type="text/event-stream")
 
 
@@ -173,7 +173,6 @@ def completion(ident: str, created: int, model: str, answer: TextAnswer) -> Chat
 
 async def sse(
     state: ServerState,
-    request: Request,
     job: Job,
     first: Any,
     ident: str,

@@ -91,28 +91,28 @@ def install(app: FastAPI, config_limit: int) -> None:
     """Register the handlers that turn every failure into an OpenAI error object."""
 
     @app.exception_handler(APIError)
-    async def _api(request: Request, exc: APIError) -> JSONResponse:
+    async def _api(_request: Request, exc: APIError) -> JSONResponse:
         return error_response(exc)
 
     @app.exception_handler(CheersError)
-    async def _cheers(request: Request, exc: CheersError) -> JSONResponse:
+    async def _cheers(_request: Request, exc: CheersError) -> JSONResponse:
         return error_response(APIError(400, str(exc)))
 
     @app.exception_handler(BodyTooLarge)
-    async def _large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+    async def _large(_request: Request, _exc: BodyTooLarge) -> JSONResponse:
         return error_response(body_too_large(config_limit))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = validation_message(list(exc.errors()))
         return error_response(APIError(400, message, param=param))
 
     @app.exception_handler(QueueFull)
-    async def _full(request: Request, exc: QueueFull) -> JSONResponse:
+    async def _full(_request: Request, exc: QueueFull) -> JSONResponse:
         return error_response(APIError(429, str(exc), type="rate_limit_error", code="queue_full"))
 
     @app.exception_handler(ShuttingDown)
-    async def _closing(request: Request, exc: ShuttingDown) -> JSONResponse:
+    async def _closing(_request: Request, exc: ShuttingDown) -> JSONResponse:
         return error_response(APIError(503, str(exc), type="server_error", code="shutting_down"))
 
     @app.exception_handler(StarletteHTTPException)

@@ -70,10 +70,11 @@ async def generations(request: Request) -> Response:
     if body.negative_prompt is not None:
         negative = state.check_text(body.negative_prompt, "negative_prompt")
     n = state.check_range(body.n, "n", 1, state.config.max_n, "images per request")
-    state.check_size(body.size)
+    height, width = state.check_size(body.size)
     state.check_response_format(body.response_format)
     steps, guidance = sampling_settings(state, body.num_inference_steps, body.guidance_scale)
-    key = ImageSettings("generate", steps, guidance, negative=negative is not None)
+    negated = negative is not None
+    key = ImageSettings("generate", steps, guidance, negative=negated, height=height, width=width)
     work = ImageWork(prompt, n, state.seed(body.seed), negative_prompt=negative)
     return await _images(state, request, Job(key, work, rows=n))
 
@@ -123,13 +124,13 @@ async def edits(request: Request) -> Response:
     state.check_model(body.model, required=False)
     prompt = state.check_text(body.prompt, "prompt")
     n = state.check_range(body.n, "n", 1, state.config.max_n, "images per request")
-    state.check_size(body.size)
+    height, width = state.check_size(body.size)
     state.check_response_format(body.response_format)
     steps, guidance = sampling_settings(state, body.num_inference_steps, body.guidance_scale)
     strength = DEFAULTS.edit_strength if body.strength is None else body.strength
     # Too few steps for the strength is the sampler's SamplerError (a 400) when the job runs.
     data = await files[0].read()
     source = await asyncio.to_thread(image_from_bytes, data, state.config.max_image_pixels, "image")
-    key = ImageSettings("edit", steps, guidance, strength=strength)
+    key = ImageSettings("edit", steps, guidance, strength=strength, height=height, width=width)
     work = ImageWork(prompt, n, state.seed(body.seed), source=source)
     return await _images(state, request, Job(key, work, rows=n))

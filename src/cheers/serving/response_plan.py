@@ -15,8 +15,9 @@ from fastapi import Request
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
-from cheers.conversation import Fitted, fit_history
-from cheers.llm_inputs import IMAGE_IN_PROMPT
+from cheers.pipeline.conversation import Fitted, fit_history
+from cheers.pipeline.llm_inputs import IMAGE_IN_PROMPT
+from cheers.pipeline.text_requests import TextRequest
 from cheers.samplers import DEFAULTS
 from cheers.serving.chat import join_parts
 from cheers.serving.errors import APIError, validation_message
@@ -32,7 +33,6 @@ from cheers.serving.response_schemas import (
 from cheers.serving.runner import ImageSettings
 from cheers.serving.state import ServerState
 from cheers.serving.store import StoredResponse, new_id, owner_of
-from cheers.text_requests import TextRequest
 
 Message = dict[str, str]
 

@@ -11,7 +11,8 @@ then an image:
 - ``"auto"`` with the tool answers in text, and when the model opens an image itself
   (``<im_start>``) draws it; without the tool, or with ``"none"``, the answer is text.
 
-The oldest turns are dropped to fit the model's context (:func:`cheers.conversation.fit_history`).
+The oldest turns are dropped to fit the model's context
+(:func:`cheers.pipeline.conversation.fit_history`).
 With ``stream: true`` the events are the API's: ``response.created``, text deltas (one per token),
 ``response.image_generation_call.generating`` after each model evaluation (with the extension
 fields ``step`` and ``total``), ``response.completed``. Stored responses are bounded, private to
@@ -29,9 +30,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from PIL import Image
 
-from cheers.conversation import image_count
-from cheers.draw_requests import DrawRequest
-from cheers.llm_inputs import IMAGE_IN_PROMPT
+from cheers.pipeline.conversation import image_count
+from cheers.pipeline.draw_requests import DrawRequest
+from cheers.pipeline.llm_inputs import IMAGE_IN_PROMPT
+from cheers.pipeline.text_requests import TextAnswer
 from cheers.serving.batching import END_OF_EVENTS, Job
 from cheers.serving.images import png_base64
 from cheers.serving.response_plan import Plan, plan_response, stored
@@ -44,7 +46,6 @@ from cheers.serving.response_schemas import (
 from cheers.serving.runner import TEXT_KEY
 from cheers.serving.state import ClientGone, ServerState
 from cheers.serving.store import StoredResponse, new_id, owner_of
-from cheers.text_requests import TextAnswer
 
 router = APIRouter()
 

@@ -6,13 +6,13 @@ not); each job adds ``n`` rows, and image ``i`` of a job with seed ``s`` is draw
 ``s + i``, so it is exactly the image ``pipe(prompt, generator=s + i)`` makes alone (or
 ``pipe.edit(image, prompt, generator=s + i)``). Drawings inside a conversation (the Responses
 API's image tool) are ``"draw"`` jobs: one image each, of a
-:class:`~cheers.draw_requests.DrawRequest`, batched with other drawings of the same settings
-(edits among edits), with a :class:`ProgressEvent` after every model evaluation.
+:class:`~cheers.pipeline.draw_requests.DrawRequest`, batched with other drawings of the same
+settings (edits among edits), with a :class:`ProgressEvent` after every model evaluation.
 All text jobs share one key: the pipeline's
 :meth:`~cheers.pipeline.CheersPipeline.answer` decodes rows with different settings together.
 
 A batch the pipeline refuses as too large for the device's memory
-(:class:`~cheers.memory.MemoryLimitError`, raised before anything is allocated) is split in
+(:class:`~cheers.pipeline.memory.MemoryLimitError`, raised before anything is allocated) is split in
 halves, down to single images or conversations, instead of failing; since every image and answer
 has its own seed, the split batch gives the same results. Only a single image or conversation
 that cannot fit gets the error (a 400 that names the limit and the fix).
@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from PIL import Image
 
-from cheers.memory import MemoryLimitError
+from cheers.pipeline.memory import MemoryLimitError
+from cheers.pipeline.text_requests import TextRequest
 from cheers.serving.batching import Job
-from cheers.text_requests import TextRequest
 
 if TYPE_CHECKING:
     from cheers.pipeline import CheersPipeline
@@ -49,6 +49,8 @@ class ImageSettings:
     guidance_scale: float
     strength: float | None = None  # edits (and drawings that edit) only
     negative: bool = False  # generations: whether the unconditional rows are a negative prompt
+    height: int | None = None  # None: the model's native size
+    width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class PipelineRunner:
         self.pipeline = pipeline
         self.splits = 0  # batches split because they did not fit in memory
 
-    def on_split(self, n: int) -> None:
+    def on_split(self, n: int) -> None:  # noqa: ARG002 - split_to_fit's on_split(n)
         self.splits += 1
 
     def __call__(self, key: Hashable, jobs: list[Job]) -> list[Any]:
@@ -127,6 +129,8 @@ class PipelineRunner:
             "num_inference_steps": settings.num_inference_steps,
             "guidance_scale": settings.guidance_scale,
             "generator": [seed for _, seed in rows],
+            "height": settings.height,
+            "width": settings.width,
         }
         if settings.kind == "edit":
             sources = [w.source for w, _ in rows]

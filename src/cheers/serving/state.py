@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from cheers.errors import CheersError
+from cheers.pipeline.arguments import check_image_size, parse_size
 from cheers.serving.batching import Batcher, Job
 from cheers.serving.config import ServerConfig
 from cheers.serving.errors import APIError, validation_message
@@ -36,7 +38,7 @@ class ServerState:
 
     config: ServerConfig
     batcher: Batcher
-    resolution: int  # the model's image side: the only size it makes
+    resolution: int  # the model's native image side (the default size)
     control_tokens: tuple[str, ...]  # special-token text no request may contain
     created: int  # when the model was loaded (Unix time), for /v1/models
     pipeline: CheersPipeline  # read-only here: tokenising, the context length; runs in the batcher
@@ -109,15 +111,14 @@ class ServerState:
             )
         return value
 
-    def check_size(self, size: str | None) -> None:
-        side = self.resolution
-        if size is not None and size != f"{side}x{side}":
-            raise APIError(
-                400,
-                f"size {size!r} is not supported: this model makes {side}x{side} images only; "
-                f"pass size='{side}x{side}' or leave it out",
-                param="size",
-            )
+    def check_size(self, size: str | None) -> tuple[int, int]:
+        """The request's ``size`` ("WxH"; left out or "auto": native) as (height, width)."""
+        config = self.pipeline.model.config
+        try:
+            height, width = (None, None) if size in (None, "auto") else parse_size(size)
+            return check_image_size(height, width, config)
+        except CheersError as err:
+            raise APIError(400, f"size {size!r}: {err}", param="size") from err
 
     def check_response_format(self, response_format: str | None) -> None:
         if response_format not in (None, "b64_json"):

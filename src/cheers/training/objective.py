@@ -28,9 +28,10 @@ from cheers.data.examples import (
 from cheers.errors import DataError
 from cheers.model import Cheers
 from cheers.samplers import noise
-from cheers.sampling import time_shift as shift_time
+from cheers.samplers.schedule import time_shift as shift_time
 from cheers.sequence import IMAGE_PLACEHOLDER, left_pad, omni_mask, splice
 from cheers.tokenizer import CheersTokenizer
+from cheers.training.randomness import sample_generator
 
 T_EPS = 1e-6
 
@@ -44,11 +45,6 @@ class TrainBatch:
     t: torch.Tensor  # (N,)
     noise: torch.Tensor  # (N, 4z, G, G)
     skipped: list[str]  # sources dropped because an image could not be read
-
-
-def sample_generator(seed: int, uid: int) -> torch.Generator:
-    """Each sample's own random stream: independent of batch composition and process count."""
-    return torch.Generator().manual_seed((seed * 1_000_000_007 + uid) % (2**63))
 
 
 def make_batch(

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from cheers.data.examples import GENERATION, IGNORE, Example
 from cheers.model import Cheers
 from cheers.samplers import noise
-from cheers.sampling import time_shift
+from cheers.samplers.schedule import time_shift
 from cheers.sequence import IMAGE_PLACEHOLDER, omni_mask
 from cheers.training.objective import T_EPS
 

@@ -1,5 +1,8 @@
 """Training configuration: a TOML file of model initialisation, data, stages and run settings.
 
+*Length*: over 400 lines because the recipe's schema (dataclasses), its TOML reader and every
+check with its error message are one description of the file format, read top to bottom.
+
 Example (paths are relative to the file)::
 
     [model]

@@ -67,7 +67,7 @@ class Stage(ABC):
     #: Weight of the second loss (per element) against the first.
     second_weight: float = 1.0
 
-    def skipped(self, batch: Any) -> list[str]:
+    def skipped(self, batch: Any) -> list[str]:  # noqa: ARG002 - the Stage interface
         """Sources dropped from ``batch`` because an image could not be read."""
         return []
 
@@ -125,7 +125,7 @@ class _ImageList:
     def __init__(self, images: list[tuple[str, str, str]]) -> None:
         self.items = images
 
-    def length(self, index: int) -> int:
+    def length(self, index: int) -> int:  # noqa: ARG002 - the loader's length(index)
         return 0
 
     def epoch_order(self, seed: int, epoch: int) -> list[int]:

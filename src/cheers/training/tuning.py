@@ -76,7 +76,7 @@ class LoraTuning:
     def __init__(self, config: LoraConfig, base: str) -> None:
         self.config, self.base = config, base
 
-    def resume_from(self, checkpoint: Path) -> Path | None:
+    def resume_from(self, checkpoint: Path) -> Path | None:  # noqa: ARG002 - the Tuning interface
         return None  # the frozen base is rebuilt from from_pretrained, the adapters attached
 
     def attach(self, model: Cheers, checkpoint: Path | None) -> None:
@@ -97,11 +97,16 @@ class LoraTuning:
             )
         load_lora(model, checkpoint / self.part)  # freezes all but the adapters, as apply_lora
 
-    def trainable(self, model: Cheers, stage: StageConfig) -> list[nn.Parameter]:
+    # The Tuning interface: what trains may depend on the stage (FullTuning), not here.
+    def trainable(self, model: Cheers, stage: StageConfig) -> list[nn.Parameter]:  # noqa: ARG002
         return [p for p in model.parameters() if p.requires_grad]
 
     def save(
-        self, state: dict[str, torch.Tensor], model: Cheers, tok: CheersTokenizer, folder: Path
+        self,
+        state: dict[str, torch.Tensor],
+        model: Cheers,  # noqa: ARG002 - the Tuning interface: a LoRA saves only its layers
+        tok: CheersTokenizer,  # noqa: ARG002 - the Tuning interface
+        folder: Path,
     ) -> None:
         adapter = {PREFIX + k: v for k, v in state.items() if ".lora_" in k}
         save_adapter(adapter, self.config, folder / self.part, base=self.base)

@@ -17,6 +17,7 @@ from torch import nn
 from cheers.data.examples import DUMMY, GENERATION, Example, load_slot_image
 from cheers.layouts import latent_space_to_depth
 from cheers.model import Cheers
+from cheers.training.randomness import sample_generator
 
 
 @dataclass
@@ -47,8 +48,6 @@ def vae_images(examples: Sequence[Example]) -> list[tuple[str, str, str]]:
 def make_vae_batch(
     items: Sequence[tuple[int, tuple[str, str, str]]], model: Cheers, seed: int
 ) -> VAEBatch:
-    from cheers.training.objective import sample_generator
-
     cfg = model.config
     r = cfg.image_size
     side = r // cfg.vae_encoder_config.downsample_factor

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from cheers.errors import CheersError
+from cheers.errors import CheckpointError, CheersError
+from cheers.transforms.targets import replace_module
 
 BITS = (2, 4)
 DEFAULT_GROUP_SIZE = 64
@@ -265,15 +266,77 @@ class LowBitLinear(nn.Module):
         )
 
 
+# ------------------------------------------------------------------------------ folder format
+#: The quantization methods a folder may name, and its config.json key (cheers.quantization).
+METHODS = ("decoupleq", "rtn")
+CONFIG_KEY = "quantization_config"
+
+
+def restore_structure(model: nn.Module, source: str) -> list[str]:
+    """Put empty :class:`LowBitLinear` layers where the config's ``quantization_config`` says
+    (on the ``meta`` device, before a load fills them); returns their names.
+
+    Raises:
+        CheckpointError: a ``quantization_config`` that is not one of ours or names layers this
+            config's model does not have.
+    """
+    entry = model.config.extra[CONFIG_KEY]
+    problem = None
+    if not isinstance(entry, dict) or entry.get("quant_method") not in METHODS:
+        problem = f"quant_method must be one of {METHODS}"
+    elif not isinstance(entry.get("modules"), list) or not entry["modules"]:
+        problem = "it lists no quantized modules"
+    if problem is None:
+        try:
+            spec = LowBitSpec(entry.get("bits"), entry.get("group_size"))
+        except CheersError as err:
+            problem = str(err)
+    if problem is not None:
+        raise CheckpointError(
+            f"the quantization_config in {source} is not readable: {problem}; re-run "
+            "`cheers quantize` from the float model"
+        )
+    for name in entry["modules"]:
+        try:
+            layer = model.get_submodule(name)
+        except AttributeError:
+            layer = None
+        if not isinstance(layer, nn.Linear):
+            raise CheckpointError(
+                f"the quantization_config in {source} names {name!r}, which is no linear layer "
+                "of the model its config.json describes; the folder's config and weights do "
+                "not belong together: re-run `cheers quantize`"
+            )
+        try:
+            spec.check_layer(name, layer.in_features)
+        except CheersError as err:
+            raise CheckpointError(f"{source}: {err}") from err
+        replace_module(
+            model,
+            name,
+            LowBitLinear(
+                layer.in_features,
+                layer.out_features,
+                spec,
+                layer.bias is not None,
+                device=layer.weight.device,
+            ),
+        )
+    return list(entry["modules"])
+
+
 __all__ = [
     "BITS",
+    "CONFIG_KEY",
     "DEFAULT_GROUP_SIZE",
     "DEFAULT_LOWBIT_GROUPS",
+    "METHODS",
     "LowBitLinear",
     "LowBitSpec",
     "dequantize",
     "grouped_min_max",
     "pack",
+    "restore_structure",
     "round_to_grid",
     "rtn",
     "unpack",

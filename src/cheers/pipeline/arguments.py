@@ -48,8 +48,8 @@ def to_generators(generator: Generators, n: int) -> list[torch.Generator | None]
                 f"generator is a list of {len(generator)} but the request makes {n} images; "
                 "pass one generator (or seed) per image, or a single one"
             )
-        return [to_generator(g, torch.device("cpu")) for g in generator]
-    return [to_generator(generator, torch.device("cpu"))]
+        return [to_generator(g) for g in generator]
+    return [to_generator(generator)]
 
 
 def check_output_type(output_type: str) -> None:
@@ -57,7 +57,8 @@ def check_output_type(output_type: str) -> None:
         raise CheersError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
 
 
-def to_generator(generator: GeneratorLike, device: torch.device) -> torch.Generator | None:
+def to_generator(generator: GeneratorLike) -> torch.Generator | None:
+    """A generator, or a CPU one seeded with ``generator`` (the same draws on every device)."""
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, int) and not isinstance(generator, bool):
@@ -170,6 +171,61 @@ def check_sampling(
         raise SamplerError(
             f"step_cache must be a cheers.samplers.StepCache (or None), got {step_cache!r}"
         )
+
+
+def check_strength(strength: Any) -> None:
+    """An edit's strength: the share of noise it starts from, in (0, 1]."""
+    check_number(strength, "strength")
+    if not 0.0 < strength <= 1.0:
+        raise CheersError(f"strength must be in (0, 1], got {strength}")
+
+
+#: The largest image side a call may ask for, as a multiple of the model's native side: the
+#: image tokens grow with the area, and the VAE's attention with its square.
+MAX_SIZE_FACTOR = 4
+
+
+def check_image_size(height: Any, width: Any, config: Any) -> tuple[int, int]:
+    """The (height, width) in pixels of the images a call makes; ``None`` is the model's
+    native side (the config's ``image_size``, the only size the reference makes).
+
+    Each side must be a multiple of the latent patch times the token merge (the image stride
+    × 2: 32 px for the released model), so that the latent grid halves into whole LLM tokens,
+    and at most :data:`MAX_SIZE_FACTOR` times the native side.
+    """
+    native = config.image_size
+    unit = config.image_stride * config.token_merge
+    largest = MAX_SIZE_FACTOR * native // unit * unit
+    sides = []
+    for name, value in (("height", height), ("width", width)):
+        value = native if value is None else value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CheersError(f"{name} must be a whole number of pixels, got {value!r}")
+        if value % unit or not unit <= value <= largest:
+            below = max(unit, min(largest, value // unit * unit))
+            above = min(largest, below + unit)
+            nearest = f"{below}" if below == above else f"{below} or {above}"
+            raise CheersError(
+                f"{name} {value} is not a size this model can make: each side must be a "
+                f"multiple of {unit} px (its latent patch × token merge) from {unit} to "
+                f"{largest}; the nearest are {nearest} (the native size is {native}x{native})"
+            )
+        sides.append(value)
+    return sides[0], sides[1]
+
+
+def parse_size(text: Any) -> tuple[int, int]:
+    """``"WxH"`` (the ``size`` of OpenAI's images API, ``--size``) → ``(height, width)``."""
+    parts = text.lower().split("x") if isinstance(text, str) else []
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise CheersError(f"size must be WIDTHxHEIGHT in pixels, e.g. '512x384', got {text!r}")
+    width, height = (int(p) for p in parts)
+    return height, width
+
+
+def latent_grid(config: Any, size: tuple[int, int]) -> tuple[int, int]:
+    """The latent grid (rows, columns) of an image of ``size`` = (height, width) pixels."""
+    return size[0] // config.image_stride, size[1] // config.image_stride
 
 
 def check_decoding(max_new_tokens: Any, temperature: Any, top_p: Any, stream: Any) -> None:

@@ -2,9 +2,9 @@
 
 :func:`generate_text` decodes a batch with one set of settings (what
 :meth:`CheersPipeline.chat` and :meth:`~CheersPipeline.understand` ask for);
-:func:`answer_requests` gives every :class:`~cheers.text_requests.TextRequest` its own budget,
-temperature, top-p and seed (:meth:`CheersPipeline.answer`, with
-:func:`cheers.text_requests.decode_rows`). Both stream the new text of each row per token.
+:func:`answer_requests` gives every :class:`~cheers.pipeline.text_requests.TextRequest` its own
+budget, temperature, top-p and seed (:meth:`CheersPipeline.answer`, with
+:func:`cheers.pipeline.text_requests.decode_rows`). Both stream the new text of each row per token.
 """
 
 from __future__ import annotations
@@ -15,24 +15,28 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from cheers import memory
-from cheers.arguments import (
+from cheers.errors import PromptError
+from cheers.pipeline import memory
+from cheers.pipeline.arguments import (
     GeneratorLike,
     check_finite,
-    check_number,
-    check_positive,
     new_token_room,
     to_generator,
 )
-from cheers.errors import CheersError, PromptError
-from cheers.generation import StartDecoding, decode_from, start_decoding
-from cheers.llm_inputs import IMAGE_IN_PROMPT, InputBuilder, TextRow
+from cheers.pipeline.llm_inputs import IMAGE_IN_PROMPT, InputBuilder, TextRow
+from cheers.pipeline.loops import StartDecoding, decode_from, start_decoding
+from cheers.pipeline.text_requests import (
+    RowSettings,
+    RowStreamer,
+    TextAnswer,
+    TextRequest,
+    decode_rows,
+)
 from cheers.sequence import left_pad
-from cheers.text_requests import RowSettings, RowStreamer, TextAnswer, TextRequest, decode_rows
 
 if TYPE_CHECKING:
-    from cheers.memory import MemoryBudget
     from cheers.model import Cheers
+    from cheers.pipeline.memory import MemoryBudget
 
 
 def token_streamer(
@@ -46,7 +50,7 @@ def token_streamer(
     ids: list[list[int]] = [[] for _ in range(rows)]
     shown = [""] * rows
 
-    def on_token(step: int, token: torch.Tensor) -> None:
+    def on_token(_step: int, token: torch.Tensor) -> None:
         pieces = []
         for r, tok in enumerate(token.tolist()):
             if tok not in (special.eos, special.pad) and (not ids[r] or ids[r][-1] != special.eos):
@@ -73,10 +77,10 @@ def generate_text(
     budget: MemoryBudget | None = None,
 ) -> list[str]:
     """Answer every row with the same settings; each answer is cut at its EOS. ``decoding``
-    prefills the rows and begins their decoding (:data:`cheers.generation.StartDecoding`);
+    prefills the rows and begins their decoding (:data:`cheers.pipeline.loops.StartDecoding`);
     rows estimated not to fit ``budget`` are refused before the prefill."""
     model, special = inputs.model, inputs.special
-    gen = to_generator(generator, inputs.device)
+    gen = to_generator(generator)
     ids, images, prefixes = zip(*requests, strict=True)
     batch = left_pad(inputs.sequences(ids, images, prefixes))
     context = model.config.text_config.max_position_embeddings
@@ -117,12 +121,6 @@ def answer_requests(
     model, special, tokenizer = inputs.model, inputs.special, inputs.tokenizer
     rows = []
     for req in requests:
-        if req.max_new_tokens is not None:
-            check_positive(req.max_new_tokens, "max_new_tokens")
-        check_number(req.temperature, "temperature", low=0.0)
-        check_number(req.top_p, "top_p")
-        if not 0.0 < req.top_p <= 1.0:
-            raise CheersError(f"top_p must be in (0, 1], got {req.top_p}")
         ids = inputs.chat_ids(req.messages)
         if ids.count(special.image) != len(req.images):
             raise PromptError(
@@ -130,7 +128,7 @@ def answer_requests(
                 f"{len(req.images)} are given; put one {IMAGE_IN_PROMPT} per image"
             )
         rows.append(ids)
-    generators = [to_generator(req.seed, inputs.device) for req in requests]
+    generators = [to_generator(req.seed) for req in requests]
     flat = [im for req in requests for im in req.images]
     if budget is not None:
         # An image marker becomes the image's tokens; a request without images gets a dummy.
@@ -183,7 +181,7 @@ def check_text_memory(
     model: Cheers, budget: MemoryBudget, rows: int, prompt_tokens: int, new: int, images: int
 ) -> None:
     """Refuse ``rows`` conversations of up to ``prompt_tokens`` + ``new`` tokens reading
-    ``images`` images (not encoded yet) that cannot fit (:mod:`cheers.memory`)."""
+    ``images`` images (not encoded yet) that cannot fit (:mod:`cheers.pipeline.memory`)."""
 
     def need(n: int) -> memory.MemoryEstimate:
         share = math.ceil(images * n / rows)

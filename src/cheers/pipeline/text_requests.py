@@ -1,6 +1,6 @@
 """Independent text requests decoded in one batch, each with its own settings.
 
-:func:`cheers.generation.decode_from` decodes a batch with one temperature, one top-p, one
+:func:`cheers.pipeline.loops.decode_from` decodes a batch with one temperature, one top-p, one
 token budget and one generator, which is right for one caller's list of questions but not for a
 server that puts unrelated requests side by side: each of those must get exactly the answer it
 would get alone. Here every row keeps its own budget, temperature, top-p and generator (the
@@ -16,10 +16,9 @@ from typing import Literal
 
 import torch
 
-from cheers.generation import DecodeState
 from cheers.image import ImageInput
 from cheers.model import Cheers
-from cheers.sampling import sample_token
+from cheers.pipeline.loops import DecodeState, sample_token
 
 
 @dataclass
@@ -149,7 +148,7 @@ class RowStreamer:
         self._ids: list[list[int]] = [[] for _ in range(rows)]
         self._shown = [""] * rows
 
-    def __call__(self, step: int, tokens: torch.Tensor, active: list[bool]) -> None:
+    def __call__(self, step: int, tokens: torch.Tensor, active: list[bool]) -> None:  # noqa: ARG002 - RowTokenCallback
         pieces: list[str | None] = []
         for r, tok in enumerate(tokens.tolist()):
             if not active[r] or tok in self._stops[r]:

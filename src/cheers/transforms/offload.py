@@ -140,7 +140,7 @@ class ModelOffload:
         for name, comp in self.components.items():
             for entry in comp.entries:
                 hook = self.model.get_submodule(entry).register_forward_pre_hook(
-                    lambda module, args, name=name: self.activate(name)
+                    lambda _module, _args, name=name: self.activate(name)
                 )
                 self._hooks.append(hook)
         self.model.execution_device = self.device

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from cheers.evaluation.common import to_canvas
+from cheers.loading import SHAPES_ONLY
 from cheers.pipeline import CheersPipeline
 from cheers.shapes.captions import PromptSpec, judge, make_prompt
 from cheers.shapes.detector import Detection, detect
@@ -73,10 +74,6 @@ EDIT = (
     Scene((ShapeObject("circle", "red", 32, 32, 18),)),
     "make the circle blue",
     Scene((ShapeObject("circle", "blue", 32, 32, 18),)),
-)
-SHAPES_ONLY = (
-    "The embedded model is tiny and knows only the Shapes world: circles, squares and "
-    "triangles in six colours. Pass --model with the released Cheers for anything else."
 )
 
 

@@ -85,10 +85,12 @@ def language_layer_bytes(
     return rows * (new * width + scores) * b
 
 
-def vision_layer_bytes(config: CheersConfig, dtype: torch.dtype, images: int) -> int:
-    """One ViT layer over the patches of ``images`` images."""
+def vision_layer_bytes(
+    config: CheersConfig, dtype: torch.dtype, images: int, patches: int | None = None
+) -> int:
+    """One ViT layer over the ``patches`` (default: the native image's) of ``images`` images."""
     v, b = config.vision_representation_config, _itemsize(dtype)
-    p = v.num_patches
+    p = v.num_patches if patches is None else patches
     width = _HIDDEN_COPIES * v.hidden_size + v.intermediate_size
     return images * (p * width + v.num_attention_heads * p * p) * b
 
@@ -115,9 +117,20 @@ def image_call(
     *,
     guided: bool,
     prompt_tokens: int,
+    size: tuple[int, int] | None = None,
 ) -> MemoryEstimate:
     """A text-to-image or edit call making ``images`` images from prompts of at most
-    ``prompt_tokens`` tokens (image tokens of the prompt included), guided or not."""
+    ``prompt_tokens`` tokens (image tokens of the prompt included), guided or not. At a
+    ``size`` (height, width) larger than native, a bound: the native estimate for as many
+    images as the area ratio squared (tokens grow with the area, attention with its square)."""
+    if size is not None and size[0] * size[1] > config.image_size**2:
+        ratio = math.ceil(size[0] * size[1] / config.image_size**2)
+        bound = image_call(
+            config, dtype, images * ratio**2, guided=guided, prompt_tokens=prompt_tokens
+        )
+        guidance = "with guidance" if guided else "without guidance"
+        what = f"{images} image(s) of {size[1]}x{size[0]} {guidance}"
+        return MemoryEstimate(bound.total, what, bound.parts)
     rows = images * (2 if guided else 1)
     tokens = config.tokens_per_image
     length = prompt_tokens + tokens

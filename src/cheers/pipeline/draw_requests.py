@@ -16,17 +16,17 @@ prompt and seed (the dummy image in front of image-less requests included), and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from cheers.arguments import to_generator
 from cheers.errors import PromptError
 from cheers.image import ImageInput
-from cheers.image_generation import initial_noise, sample_images
-from cheers.llm_inputs import IMAGE_IN_PROMPT, ImageRows, InputBuilder
-from cheers.samplers import FlowMatchSampler, get_sampler, noise
+from cheers.pipeline.arguments import latent_grid, to_generator
+from cheers.pipeline.drawing import initial_noise
+from cheers.pipeline.llm_inputs import IMAGE_IN_PROMPT, ImageRows, InputBuilder
+from cheers.samplers import noise
 
 
 @dataclass
@@ -95,19 +95,15 @@ def draw_rows(
     return ImageRows(ids, images, prefixes)
 
 
-def draw_latents(
+def drawing_start(
     inputs: InputBuilder,
     requests: Sequence[DrawRequest],
-    *,
-    num_inference_steps: int,
-    guidance_scale: float | None,
-    time_shift: float,
     strength: float,
-    sampler: str | FlowMatchSampler | None = None,
-    progress: bool = False,
-    callback: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
-    """The final latents of every request's image (one batch: all edits, or all from noise)."""
+    size: tuple[int, int] | None = None,
+) -> tuple[ImageRows, torch.Tensor, float]:
+    """The rows, the starting latents and the start time of the requests' drawings (one batch:
+    all edits, starting from their sources at t0 = 1 − ``strength``, or all from noise), of
+    ``size`` = (height, width) pixels (``None``: native)."""
     if not requests:
         raise PromptError("draw() got no requests; pass at least one DrawRequest")
     edits = [req.source is not None for req in requests]
@@ -116,15 +112,13 @@ def draw_latents(
             "draw() takes requests that all have a source (edits) or none (drawings from "
             "noise) in one call: they sample different time grids; split them into two calls"
         )
-    generators = [to_generator(req.seed, torch.device("cpu")) for req in requests]
+    generators = [to_generator(req.seed) for req in requests]
     rows = draw_rows(inputs, requests, generators)
-    x = initial_noise(inputs.model, len(requests), None, generators)
-    solver = get_sampler(sampler, time_shift)
-    if all(edits):
-        t0 = 1.0 - strength
-        x1 = inputs.model.encode_latent(inputs.pixels([req.source for req in requests]))
-        x = noise(x1.float(), x, t0)
-        solver.set_timesteps(num_inference_steps, t0=t0)
-    else:
-        solver.set_timesteps(num_inference_steps)
-    return sample_images(inputs, rows, x, solver, guidance_scale, progress, callback)
+    config = inputs.model.config
+    grid = None if size is None else latent_grid(config, size)
+    x = initial_noise(inputs.model, len(requests), None, generators, grid)
+    if not all(edits):
+        return rows, x, 0.0
+    t0 = 1.0 - strength
+    x1 = inputs.model.encode_latent(inputs.pixels([req.source for req in requests], size))
+    return rows, noise(x1.float(), x, t0), t0

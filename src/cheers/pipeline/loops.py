@@ -1,7 +1,7 @@
 """Generation loops over a prefilled KV cache: the image ODE and text decoding.
 
 These functions work on already assembled LLM inputs (see :mod:`cheers.sequence`); turning
-prompts and images into those inputs is :mod:`cheers.llm_inputs`' job. The shape
+prompts and images into those inputs is :mod:`cheers.pipeline.llm_inputs`' job. The shape
 follows flux's ``sampling.py`` (prepare the context once, then a denoising loop that calls the
 model's velocity once per step and a sampler's ``step``) and gpt-fast's ``generate.py``
 (prefill, then one token at a time from a decoding state, with a per-token callback).
@@ -19,7 +19,6 @@ from cheers.errors import SamplerError
 from cheers.model import Cheers, FlowContext
 from cheers.modules.language import KVCache
 from cheers.samplers import EulerSampler, FlowMatchSampler, StepCache
-from cheers.sampling import sample_token
 from cheers.sequence import Batch, appended_block_mask, omni_mask
 
 
@@ -52,14 +51,23 @@ def prefill(model: Cheers, batch: Batch, room: int, cache: KVCache | None = None
     return Prefix(batch, cache, hidden)
 
 
+def image_token_count(model: Cheers, latents: torch.Tensor) -> int:
+    """P, the LLM tokens of one image on the grid of ``latents`` (…, G_h, G_w): one per
+    k×k cell (k the token merge), so the native grid gives ``model.tokens_per_image``."""
+    k = model.config.token_merge
+    return (latents.shape[-2] // k) * (latents.shape[-1] // k)
+
+
 def flow_context(
     model: Cheers,
     prefix: Prefix,
     batch_size: int,
     guidance_scale: float | None = None,
     guidance_interval: tuple[float, float] | None = None,
+    tokens: int | None = None,
 ) -> FlowContext:
-    """Where the P image tokens of x_t go after a prefilled prompt of B (or 2B guided) rows."""
+    """Where the P image tokens of x_t go after a prefilled prompt of B (or 2B guided) rows
+    (``tokens`` = P; ``None``: the native image's)."""
     rows = prefix.batch.valid.shape[0]
     if rows != batch_size * (1 if guidance_scale is None else 2):
         raise ValueError(
@@ -71,7 +79,7 @@ def flow_context(
         raise SamplerError(
             f"guidance_interval must be (lo, hi) with 0 ≤ lo ≤ hi ≤ 1, got {guidance_interval!r}"
         )
-    p = model.tokens_per_image
+    p = model.tokens_per_image if tokens is None else tokens
     device = prefix.batch.valid.device
     positions = prefix.batch.lengths[:, None] + torch.arange(p, device=device)
     mask = appended_block_mask(prefix.batch.valid, p)
@@ -123,7 +131,8 @@ def sample_latents(
     else:
         sampler = EulerSampler()
         sampler.set_grid(times)
-    context = flow_context(model, prefix, x.shape[0], guidance_scale, guidance_interval)
+    tokens = image_token_count(model, x)
+    context = flow_context(model, prefix, x.shape[0], guidance_scale, guidance_interval, tokens)
     if step_cache is not None:
         step_cache.reset()
 
@@ -159,6 +168,37 @@ def sample_latents(
 
 
 # ------------------------------------------------------------------ text decoding
+def sample_token(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Next token ids (B,) from logits (B, V): argmax at temperature 0, else nucleus sampling."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    scaled = logits.float() / temperature
+    if not torch.isfinite(scaled).all() and torch.isfinite(logits).all():
+        # A temperature so small that finite logits / T overflow float32: the distribution is
+        # the one-hot at the argmax, the limit of T → 0 (softmax would give inf − inf = NaN).
+        # Logits that are not finite themselves still fail loudly below.
+        return logits.argmax(-1)
+    probs = torch.softmax(scaled, dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+    outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+    if generator is not None and generator.device != sorted_probs.device:
+        # A CPU generator (e.g. from an int seed) keeps results identical across devices.
+        choice = torch.multinomial(sorted_probs.cpu(), 1, generator=generator)
+        choice = choice.to(sorted_probs.device)
+    else:
+        choice = torch.multinomial(sorted_probs, 1, generator=generator)
+    return order.gather(-1, choice)[:, 0]
+
+
 def feed_token(
     model: Cheers,
     cache: KVCache,
@@ -211,7 +251,7 @@ class DecodeState:
 
 #: ``(model, batch, room)`` → the prefilled prompt and the state that decodes after it, with
 #: ``room`` positions to spare: :func:`start_decoding`, or a
-#: :class:`cheers.static_decoding.StaticDecoding`.
+#: :class:`cheers.pipeline.static_decoding.StaticDecoding`.
 StartDecoding = Callable[[Cheers, Batch, int], tuple[Prefix, DecodeState]]
 
 
@@ -241,7 +281,7 @@ def decode_from(
     on_token: Callable[[int, torch.Tensor], None] | None = None,
 ) -> TextOutput:
     """Autoregressive decoding from ``state`` (any :class:`DecodeState`, e.g. the
-    static-shape one of :mod:`cheers.static_decoding`), starting with the token its logits
+    static-shape one of :mod:`cheers.pipeline.static_decoding`), starting with the token its logits
     choose. Stops after ``max_new_tokens`` or when every row has produced EOS (which is kept in
     the output). ``on_token(i, ids)`` streams each step's ids (B,) as soon as they are chosen."""
     b = state.logits.shape[0]

@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from cheers.arguments import MAX_NEW_TOKENS, check_positive
-from cheers.draw_requests import DrawRequest, draw_ids
 from cheers.errors import ContextLengthError, PromptError
 from cheers.image import ImageInput, load_image
-from cheers.llm_inputs import IMAGE_IN_PROMPT
-from cheers.text_requests import TextRequest
+from cheers.pipeline.arguments import MAX_NEW_TOKENS, check_positive
+from cheers.pipeline.draw_requests import DrawRequest, draw_ids
+from cheers.pipeline.llm_inputs import IMAGE_IN_PROMPT
+from cheers.pipeline.text_requests import TextRequest
 
 if TYPE_CHECKING:
-    from cheers.pipeline import CheersPipeline
+    from cheers.pipeline.facade import CheersPipeline
 
 Message = dict[str, str]
 #: What ``chat_kwargs`` may set (the decoding of text turns; the generator also seeds drawings).

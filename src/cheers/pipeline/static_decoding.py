@@ -1,6 +1,6 @@
 """Text decoding with the same shapes at every token and every request, for CUDA graphs.
 
-:func:`cheers.generation.start_decoding` appends each token at a growing cache length, so every
+:func:`cheers.pipeline.loops.start_decoding` appends each token at a growing cache length, so every
 step has new shapes: a compiled step keeps dynamic sizes, and the host still launches each of
 its kernels, which at one token per step is most of the time on a GPU (measured on an H100:
 0.89 s of wall time for 0.22 s of GPU work, docs/performance.md §4). Here every step looks the
@@ -17,7 +17,7 @@ serves the later ones too. The tokens are those of growing decoding up to float 
     ... # doctest: +SKIP
 
 or, below the pipeline, a :class:`StaticDecoding` in place of
-:func:`~cheers.generation.start_decoding`.
+:func:`~cheers.pipeline.loops.start_decoding`.
 """
 
 from __future__ import annotations
@@ -28,22 +28,22 @@ from typing import Any
 
 import torch
 
-from cheers.generation import DecodeState, Prefix, prefill, start_decoding
 from cheers.model import Cheers
 from cheers.modules.language import KVCache
+from cheers.pipeline.loops import DecodeState, Prefix, prefill, start_decoding
 from cheers.sequence import Batch
 
 
 @dataclass
 class StaticDecodeState(DecodeState):
-    """A :class:`~cheers.generation.DecodeState` whose steps all have the same shapes."""
+    """A :class:`~cheers.pipeline.loops.DecodeState` whose steps all have the same shapes."""
 
     mask: torch.Tensor = field(default=None)  # (B, 1, 1, max_len) bool: the slots to attend
     slot: torch.Tensor = field(default=None)  # (1,) long: the cache slot of the next token
     step: Callable[..., torch.Tensor] = field(default=None)  # (token, positions, slot, mask)
     copy_logits: bool = False  # a CUDA graph's output is overwritten by its next replay
 
-    def advance(self, model: Cheers, token: torch.Tensor) -> None:
+    def advance(self, model: Cheers, token: torch.Tensor) -> None:  # noqa: ARG002 - DecodeState.advance
         """Feed ``token`` (B,) at the next slot and move to the logits of the one after it."""
         if self.start >= self.cache.max_len:
             raise ValueError(f"KV cache overflow: it holds {self.cache.max_len} positions")
@@ -85,7 +85,7 @@ class StaticDecoder:
         logits: torch.Tensor,
     ) -> StaticDecodeState:
         """The state after a prefill of ``start`` positions into :attr:`cache` (arguments as
-        for :meth:`DecodeState.begin <cheers.generation.DecodeState.begin>`)."""
+        for :meth:`DecodeState.begin <cheers.pipeline.loops.DecodeState.begin>`)."""
         self.mask.zero_()
         self.mask[:, 0, 0, :start] = key_valid
         self.slot.fill_(start)
@@ -103,10 +103,10 @@ class StaticDecoder:
 
 
 class StaticDecoding:
-    """A :data:`~cheers.generation.StartDecoding` with static shapes: prompts are prefilled into
+    """A :data:`~cheers.pipeline.loops.StartDecoding` with static shapes: prompts are prefilled into
     a kept cache of ``max_length`` positions and decoded by their batch size's
     :class:`StaticDecoder`. A prompt plus its room longer than ``max_length`` falls back to
-    :func:`~cheers.generation.start_decoding` (same tokens, growing shapes).
+    :func:`~cheers.pipeline.loops.start_decoding` (same tokens, growing shapes).
 
     One cache serves every batch size, with as many rows as the largest batch so far
     (``2 × layers × rows × kv-heads × max_length × head-dim`` values); a smaller batch decodes

@@ -4,7 +4,7 @@ A row is a prompt's token ids (made by the chat template, images as ``<image>`` 
 LLM tokens of its images and an optional causal prefix (the reference's dummy image in front of
 image-less requests). :class:`InputBuilder` makes those rows for text-to-image, editing,
 understanding and chat requests and embeds them (:func:`cheers.sequence.splice`); the loops of
-:mod:`cheers.image_generation` and :mod:`cheers.text_generation` prefill and run them.
+:mod:`cheers.pipeline.drawing` and :mod:`cheers.pipeline.answering` prefill and run them.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from cheers.arguments import as_list
 from cheers.errors import ContextLengthError, PromptError
 from cheers.image import ImageInput, make_dummy_image, preprocess_understanding
 from cheers.model import Cheers
+from cheers.pipeline.arguments import as_list
 from cheers.sequence import IMAGE_PLACEHOLDER, splice, unconditional_ids
 from cheers.tokenizer import CheersTokenizer
 
@@ -63,8 +63,13 @@ class InputBuilder:
         keep = {self.special.im_start, self.special.im_end, self.special.image, IMAGE_PLACEHOLDER}
         return unconditional_ids(ids, keep, self.special.no_mean)
 
-    def pixels(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        batch = [preprocess_understanding(im, self.model.config.image_size) for im in images]
+    def pixels(
+        self, images: Sequence[ImageInput], size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """``images`` letterboxed to the model's R×R (the understanding geometry, §2), or to
+        ``size`` = (height, width): the source of an edit at another size."""
+        canvas = self.model.config.image_size if size is None else size
+        batch = [preprocess_understanding(im, canvas) for im in images]
         return torch.stack(batch).to(self.device)
 
     def dummy_tokens(
