@@ -31,9 +31,11 @@ python -c "import torch; print('torch', torch.__version__, torch.version.cuda)"
 # 1. Training (docs/training.md, "Generation that listens"; docs/default_model.md, "Version 3"),
 #    two runs side by side (one process was measured as fast as two):
 #    - the shipped model (version 3, latents into the ViT) continued on the joint mix;
-#    - the open question for the paper's pixel path: clean-latent prediction
-#      (flow_prediction = "sample") from scratch, judged by its prompt effect against the
-#      pixels_shipped / latents_scratch curves of docs/results/gpu/.
+#    - the open question of docs/training.md §7: drawings alone first, then the full mix
+#      (--design draw_first), from scratch on the paper's pixel path, judged by its prompt
+#      effect and answers against the pixels_shipped / latents_scratch curves of
+#      docs/results/gpu/ (on CPU, understanding mixed in from the start kept the drawings at
+#      chance on both paths; drawings alone listened on both).
 #    The session of 2026-12-04 ran three comparison runs here (commit 3fd6b38).
 train() {  # name extra-args...
   local name=$1; shift
@@ -48,7 +50,7 @@ train() {  # name extra-args...
 runs=()
 train v3_more --init src/cheers/default_model --seed 23 --lr 7e-4 --warmup-steps 50 &
 runs+=($!)
-train sample_scratch --set flow_prediction=sample --seed 24 &
+train pixels_draw_first --design draw_first --seed 24 &
 runs+=($!)
 wait "${runs[@]}"  # a bare wait would also wait for the tee of the log
 date

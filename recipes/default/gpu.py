@@ -13,6 +13,7 @@ phase of a design gets a share of ``--minutes``, and the learning rate follows t
 Designs (``DESIGNS``):
 
 - ``joint`` — everything but the VAE from the first step, on the full mix;
+- ``draw_first`` — everything but the VAE on drawings and edits alone, then on the full mix;
 - ``talk`` — for ``--init``: a trained model fine-tuned on a mix with more small talk and
   scene descriptions;
 - ``curriculum`` — the paper's order: understanding first (ViT, projectors and LLM on
@@ -105,6 +106,12 @@ class Phase:
 
 DESIGNS: dict[str, tuple[Phase, ...]] = {
     "joint": (Phase("joint", 1.0, SEEING + HEADS, "joint"),),
+    # Drawings alone first, then the full mix: understanding samples mixed in from the start
+    # keep the drawings from following the prompt (docs/training.md §7).
+    "draw_first": (
+        Phase("generate", 0.4, SEEING + HEADS, "generate"),
+        Phase("joint", 0.6, SEEING + HEADS, "joint", lr=7e-4),
+    ),
     "curriculum": (
         Phase("understand", 0.25, SEEING, "understand"),
         Phase("generate", 0.15, HEADS, "generate"),
