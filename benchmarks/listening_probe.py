@@ -2,7 +2,9 @@
 
     python benchmarks/listening_probe.py --data bars --steps 300
     python benchmarks/listening_probe.py --data digits --steps 1000 --size medium \\
-        --set flow_prediction=sample --understanding --json build/probe.json
+        --set flow_prediction=skip --understanding --json build/probe.json
+    python benchmarks/listening_probe.py --data digits --steps 1500 --size medium \
+        --understanding --generation-first 1000      # a curriculum: drawings alone first
 
 Writes a data set in the released JSONL format, trains a small Cheers from scratch through the
 real trainer (an autoencoder stage, then everything but the autoencoder on text-to-image

@@ -233,3 +233,14 @@ def test_output_dir_that_is_a_file_fails_up_front(tmp_path):
     (data / "run").write_text("a file")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
         Trainer(TrainConfig.from_toml(config))
+
+
+def test_data_weights_must_give_one_weight_per_data_file(tmp_path):
+    from cheers.training.trainer import Trainer
+
+    data, config = _setup(tmp_path)
+    text = config.read_text().replace('name = "joint"', 'name = "joint"\ndata_weights = [1.0, 0.0]')
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=r"'joint'.* 2 data_weights for 1 \[data\] files"):
+        Trainer(TrainConfig.from_toml(config))
+    assert not (data / "run").exists()
