@@ -163,6 +163,7 @@ def test_an_evicted_response_is_404_and_the_server_keeps_serving(pipe):
         ({"tool_choice": FORCE}, 400, "tools does not list it"),
         ({"previous_response_id": "resp_nope"}, 404, "no response"),
         ({"tools": [{**DRAW, "size": "1024x1024"}], "tool_choice": FORCE}, 400, "64x64"),
+        ({"tools": [{**DRAW, "size": "96x64"}], "tool_choice": FORCE}, 400, "native size 64x64"),
         ({"tools": [{**DRAW, "quality": "high"}]}, 400, "quality"),
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
          400, "input[0]"),

@@ -138,7 +138,17 @@ async def plan_response(state: ServerState, request: Request, body: ResponsesReq
         if action == "edit":
             strength = DEFAULTS.edit_strength if tool.strength is None else tool.strength
         key = ImageSettings("draw", steps, guidance, strength=strength)
-        state.check_size(None if tool.size == "auto" else tool.size)
+        size = state.check_size(None if tool.size == "auto" else tool.size)
+        native = (state.resolution, state.resolution)
+        if size != native:
+            # Conversations draw at the model's native size only; refuse rather than ignore.
+            raise APIError(
+                400,
+                f"size {tool.size!r}: the image_generation tool draws at the native size "
+                f"{state.resolution}x{state.resolution}; leave size out (or 'auto'), or use "
+                "/v1/images/generations for other sizes",
+                param="size",
+            )
     return Plan(
         new_id("resp"), body, owner, len(system), fitted, text, key, action, source, seed, named
     )
