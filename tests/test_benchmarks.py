@@ -62,10 +62,10 @@ def test_listening_probe_data_is_what_the_prompt_says(tmp_path):
         columns = np.nonzero(red.any(0))[0]
         assert columns.min() // quarter == columns.max() // quarter == label
     tokenizer = CheersTokenizer.from_folder(listening_probe.TOKENIZER)
-    source = DataSource(str(tmp_path / "train.jsonl"))
-    examples = TrainingData([source], tokenizer, 16, 128).examples
+    sources = [DataSource(str(tmp_path / name)) for name in ("draw.jsonl", "ask.jsonl")]
+    examples = TrainingData(sources, tokenizer, 16, 128).examples
     assert len(examples) == 2 * len(data.train_images)  # one drawing and one question each
-    drawings = (tmp_path / "train.jsonl").read_text().splitlines()[: len(data.train_labels)]
+    drawings = (tmp_path / "draw.jsonl").read_text().splitlines()
     for line, label in zip(drawings, data.train_labels, strict=True):
         assert f"a bar to the {listening_probe.COMPASS[label]}" in line
 
