@@ -132,16 +132,7 @@ class CheersPipeline(PipelineSetup):
         """
         prompts = as_list(prompt, "prompt")
         check_positive(num_images_per_prompt, "num_images_per_prompt")
-        check_sampling(
-            num_inference_steps,
-            guidance_scale,
-            time_shift,
-            sampler,
-            guidance_interval,
-            {"callback": callback, "callback_on_step_end": callback_on_step_end},
-            step_cache,
-        )
-        settings = FlowSettings(
+        settings = self._flow_settings(
             num_inference_steps,
             guidance_scale,
             time_shift,
@@ -150,7 +141,7 @@ class CheersPipeline(PipelineSetup):
             step_cache,
             progress,
             callback,
-            step_end_hook(self, callback_on_step_end),
+            callback_on_step_end,
         )
         check_output_type(output_type)
         size = check_image_size(height, width, self.model.config)
@@ -166,6 +157,40 @@ class CheersPipeline(PipelineSetup):
         grid = latent_grid(self.model.config, size)
         x = initial_noise(self.model, images, latents, gens, grid)
         return draw(self.inputs, rows, x, settings, 0.0, output_type, return_dict)
+
+    def _flow_settings(
+        self,
+        num_inference_steps: int,
+        guidance_scale: float | None,
+        time_shift: float,
+        sampler: str | FlowMatchSampler | None,
+        guidance_interval: tuple[float, float] | None = None,
+        step_cache: StepCache | None = None,
+        progress: bool = False,
+        callback: Callable[[int, int], None] | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
+    ) -> FlowSettings:
+        """The sampling arguments of text_to_image, edit and draw, checked once, as settings."""
+        check_sampling(
+            num_inference_steps,
+            guidance_scale,
+            time_shift,
+            sampler,
+            guidance_interval,
+            {"callback": callback, "callback_on_step_end": callback_on_step_end},
+            step_cache,
+        )
+        return FlowSettings(
+            num_inference_steps,
+            guidance_scale,
+            time_shift,
+            sampler,
+            guidance_interval,
+            step_cache,
+            progress,
+            callback,
+            step_end_hook(self, callback_on_step_end),
+        )
 
     # --------------------------------------------------------------- editing
     @torch.inference_mode()
@@ -204,16 +229,7 @@ class CheersPipeline(PipelineSetup):
         images = match_images(image, len(instructions))
         if any(len(group) != 1 for group in images):
             raise CheersError("edit() takes exactly one source image per instruction")
-        check_sampling(
-            num_inference_steps,
-            guidance_scale,
-            time_shift,
-            sampler,
-            guidance_interval,
-            {"callback": callback, "callback_on_step_end": callback_on_step_end},
-            step_cache,
-        )
-        settings = FlowSettings(
+        settings = self._flow_settings(
             num_inference_steps,
             guidance_scale,
             time_shift,
@@ -222,7 +238,7 @@ class CheersPipeline(PipelineSetup):
             step_cache,
             progress,
             callback,
-            step_end_hook(self, callback_on_step_end),
+            callback_on_step_end,
         )
         check_strength(strength)
         check_output_type(output_type)
@@ -265,15 +281,17 @@ class CheersPipeline(PipelineSetup):
         drawings from noise. Other arguments as in :meth:`text_to_image`;
         :class:`cheers.pipeline.conversation.Conversation` keeps such conversations.
         """
-        check_sampling(
-            num_inference_steps, guidance_scale, time_shift, sampler, None, {"callback": callback}
+        settings = self._flow_settings(
+            num_inference_steps,
+            guidance_scale,
+            time_shift,
+            sampler,
+            progress=progress,
+            callback=callback,
         )
         check_strength(strength)
         check_output_type(output_type)
         size = check_image_size(height, width, self.model.config)
-        settings = FlowSettings(
-            num_inference_steps, guidance_scale, time_shift, sampler, None, None, progress, callback
-        )
         rows, x, t0 = drawing_start(self.inputs, requests, strength, size)
         return draw(self.inputs, rows, x, settings, t0, output_type, return_dict)
 
